@@ -1,0 +1,72 @@
+"""Engines and sessions for the knowledge base: SQLite by default, any SQLAlchemy URL.
+
+Who calls it: the controller and CLI create one engine per process with
+:func:`create_engine_for`; stages open short sessions with :func:`session_scope`.
+SQLite gets WAL journaling, foreign keys and a busy timeout so the dashboard can
+read while the controller writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, create_engine
+
+
+def normalise_url(url: str) -> str:
+    """Choose the psycopg 3 driver for bare ``postgresql://`` URLs.
+
+    >>> normalise_url("postgresql://root@127.0.0.1/mape")
+    'postgresql+psycopg://root@127.0.0.1/mape'
+    >>> normalise_url("sqlite:///mape.db")
+    'sqlite:///mape.db'
+    """
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_engine_for(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine for ``url``; creates the parent directory of a SQLite file."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        in_memory = not database or database == ":memory:"
+        if not in_memory:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=StaticPool if in_memory else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

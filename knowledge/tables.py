@@ -1,0 +1,256 @@
+"""The knowledge base's tables: everything the loop knows, as SQLModel rows.
+
+Who uses it: every stage writes its results here and reads its inputs from
+here (through :mod:`knowledge.queries` and :mod:`knowledge.registry`), the
+dashboard reads the same rows, and Alembic (``knowledge/migrations``) owns the
+schema. A change here needs a migration.
+
+Conventions: datetimes are timezone-aware UTC (sqlmodel's UTCDateTime, see
+:mod:`mape._util.timeutil`);
+free-form structures (labels, params, evidence, metrics) are JSON columns;
+enumerations are plain strings checked by the code that writes them, so a new
+state does not need a database enum migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from mape._util.timeutil import utcnow
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False), **kwargs)
+
+
+class Stage(str, Enum):
+    """Lifecycle stage of a model version."""
+
+    candidate = "candidate"
+    production = "production"
+    archived = "archived"
+    rejected = "rejected"
+
+
+class DecisionStatus(str, Enum):
+    """What the planner decided to do with a firing policy."""
+
+    proposed = "proposed"  # enforce mode, no approval needed: the executor will act
+    awaiting_approval = "awaiting_approval"
+    approved = "approved"
+    rejected = "rejected"
+    suppressed = "suppressed"  # cooldown, a busy model, or a higher-priority decision won; see reason
+    dry_run = "dry_run"
+
+
+class ActionState(str, Enum):
+    """States of an action run; :mod:`mape.execute.state` holds the allowed transitions."""
+
+    pending = "pending"
+    scheduled = "scheduled"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+
+
+class SymptomStatus(str, Enum):
+    open = "open"
+    closed = "closed"
+
+
+# --------------------------------------------------------------------------- models and versions
+
+
+class ManagedModelBase(SQLModel):
+    name: str = Field(index=True, unique=True, max_length=200)
+    owner: str = ""
+    description: str = ""
+    labels: dict[str, str] = _json()
+    training_entrypoint: str = ""
+    serving_target: Optional[str] = None
+
+
+class ManagedModel(ManagedModelBase, table=True):
+    __tablename__ = "managed_model"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def __str__(self) -> str:
+        return f"model {self.name}"
+
+
+class ModelVersionBase(SQLModel):
+    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    version: int
+    stage: str = Field(default=Stage.candidate.value, max_length=20)
+    artifact_uri: str = ""
+    training_window_start: Optional[datetime] = None
+    training_window_end: Optional[datetime] = None
+    metrics: dict[str, Any] = _json()
+    evaluation: dict[str, Any] = _json(description="Champion/challenger numbers of the promotion gate.")
+    parent_version_id: Optional[int] = Field(default=None, foreign_key="model_version.id")
+    created_by_action_run_id: Optional[int] = Field(default=None, foreign_key="action_run.id")
+
+
+class ModelVersion(ModelVersionBase, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: Optional[datetime] = None
+    retired_at: Optional[datetime] = None
+
+    def __str__(self) -> str:
+        return f"version {self.version} ({self.stage})"
+
+
+# --------------------------------------------------------------------------- the loop's rows
+
+
+class Tick(SQLModel, table=True):
+    """One iteration of the loop, keyed by its logical time so a repeated tick is recognised."""
+
+    __tablename__ = "tick"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = Field(unique=True, index=True)
+    controller_id: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+    status: str = Field(default="running", max_length=20)
+    flow_run_id: Optional[str] = None
+    summary: dict[str, Any] = _json()
+
+
+class Observation(SQLModel, table=True):
+    """One measured value: a metric of a model at a time, from a sensor."""
+
+    __tablename__ = "observation"
+    __table_args__ = (Index("ix_observation_model_metric_time", "model_id", "metric", "time"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    time: datetime
+    model_id: int = Field(foreign_key="managed_model.id")
+    sensor: str = Field(max_length=50)
+    metric: str = Field(max_length=200)
+    value: Optional[float] = None
+    labels: dict[str, Any] = _json(description="Dimensions of the value, e.g. feature and test.")
+
+
+class SymptomBase(SQLModel):
+    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    kind: str = Field(max_length=100)
+    severity: str = Field(default="warning", max_length=20)
+    status: str = Field(default=SymptomStatus.open.value, max_length=20)
+    opened_at: datetime
+    closed_at: Optional[datetime] = None
+    last_seen_at: datetime
+    evidence: dict[str, Any] = _json()
+
+
+class Symptom(SymptomBase, table=True):
+    __tablename__ = "symptom"
+    __table_args__ = (Index("ix_symptom_model_kind_status", "model_id", "kind", "status"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+
+    def __str__(self) -> str:
+        return f"symptom {self.kind} ({self.status})"
+
+
+class DecisionBase(SQLModel):
+    created_at: datetime = Field(default_factory=utcnow)
+    tick_at: Optional[datetime] = Field(default=None, index=True)
+    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    policy_name: str = Field(max_length=200)
+    policy_sha256: Optional[str] = Field(default=None, max_length=64)
+    action: str = Field(max_length=50)
+    params: dict[str, Any] = _json()
+    evidence: dict[str, Any] = _json()
+    status: str = Field(max_length=30)
+    reason: str = ""
+    actor: str = ""
+    priority: int = 0
+
+
+class Decision(DecisionBase, table=True):
+    """A policy fired for a model: what the planner decided, why, and on what evidence."""
+
+    __tablename__ = "decision"
+    __table_args__ = (Index("ix_decision_model_action_time", "model_id", "action", "created_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dedup_key: str = Field(unique=True, max_length=300, description="model/policy/tick: a repeated tick adds nothing.")
+    decided_by: Optional[str] = None
+    decided_at: Optional[datetime] = None
+    comment: str = ""
+
+    def __str__(self) -> str:
+        return f"decision {self.id} ({self.policy_name} -> {self.action}, {self.status})"
+
+
+class DecisionRead(DecisionBase):
+    id: int
+    dedup_key: str
+
+
+class ActionRunBase(SQLModel):
+    decision_id: int = Field(foreign_key="decision.id", unique=True)
+    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    action: str = Field(max_length=50)
+    params: dict[str, Any] = _json()
+    idempotency_key: str = Field(unique=True, max_length=300)
+    state: str = Field(default=ActionState.pending.value, max_length=20, index=True)
+    attempts: int = 0
+    scheduled_for: Optional[datetime] = None
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    flow_run_id: Optional[str] = None
+    energy_kwh: Optional[float] = None
+    emissions_kg: Optional[float] = None
+    result: dict[str, Any] = _json()
+    message: str = ""
+
+
+class ActionRun(ActionRunBase, table=True):
+    """The progress record of one action: retries and resumption are decided from this row."""
+
+    __tablename__ = "action_run"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def __str__(self) -> str:
+        return f"action run {self.id} ({self.action}, {self.state})"
+
+
+class PolicyVersion(SQLModel, table=True):
+    """Every version of every policy ever loaded; decisions name the sha256 that made them."""
+
+    __tablename__ = "policy_version"
+    __table_args__ = (UniqueConstraint("name", "sha256", name="uq_policy_version"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, index=True)
+    sha256: str = Field(max_length=64)
+    text: str
+    source: str = ""
+    author: str = ""
+    loaded_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only trail; each row's hash covers its content and the previous row's hash."""
+
+    __tablename__ = "audit_event"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    time: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=200)
+    kind: str = Field(max_length=100)
+    subject: str = Field(default="", max_length=300)
+    payload: dict[str, Any] = _json()
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64, unique=True)

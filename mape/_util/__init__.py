@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer: time, durations, imports. No mape imports above this package."""

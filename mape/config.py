@@ -1,0 +1,320 @@
+"""The one settings model of mape, read from ``mape.yaml`` and ``MAPE_*`` variables.
+
+Who calls it: the CLI loads settings once (:func:`load_settings`) and hands
+them to the controller, which hands the relevant parts to each stage. Nothing
+else reads the environment.
+
+Precedence, highest first: ``MAPE_*`` environment variables (nested fields
+with ``__``, e.g. ``MAPE_PREFECT__TELEMETRY=true``), the YAML file, defaults.
+Relative paths in the file are resolved against the file's directory, so a
+configuration works from any working directory.
+
+Every field is documented here; ``mape config show`` prints the effective
+values.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mape._util.timeutil import parse_duration
+from mape.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "mape.yaml"
+
+
+def _duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+class FileSourceConfig(_Strict):
+    """Rows in Parquet or CSV files: one file, a directory of files, or a glob."""
+
+    kind: Literal["parquet", "csv"]
+    path: str = Field(description="File, directory or glob; relative paths are resolved against the config file.")
+    timestamp_column: str = Field("timestamp", description="Column holding the event time of each row.")
+    id_column: str = Field("id", description="Column holding the row's unique id (joins predictions to labels).")
+
+
+class SqlSourceConfig(_Strict):
+    """Rows in a table of any SQLAlchemy-reachable database."""
+
+    kind: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db.")
+    table: str = Field(description="Table name, optionally schema-qualified (schema.table).")
+    timestamp_column: str = "timestamp"
+    id_column: str = "id"
+
+
+SourceConfig = Annotated[FileSourceConfig | SqlSourceConfig, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- managed models
+
+
+class FeaturesConfig(_Strict):
+    numeric: list[str] = Field(default_factory=list, description="Numeric feature columns (two-sample KS).")
+    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns (chi-squared).")
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class TrainingConfig(_Strict):
+    entrypoint: str = Field(description="Import path 'package.module:function' of the training function.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the entrypoint as request.params.")
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError("must be an import path of the form 'package.module:function'")
+        return value
+
+
+class DriftConfig(_Strict):
+    window: timedelta = Field(timedelta(hours=1), description="Length of the current window of the inference log.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="False-discovery rate across features (Benjamini-Hochberg).")
+    min_samples: int = Field(100, ge=2, description="Fewer rows than this in either window: no drift test is run.")
+
+    _d = field_validator("window", mode="before")(_duration)
+
+
+class PerformanceConfig(_Strict):
+    window: timedelta = Field(timedelta(hours=2), description="Predictions made in this window and labelled so far are scored.")
+    min_samples: int = Field(100, ge=1, description="Fewer labelled predictions than this: the metric is not reported.")
+
+    _d = field_validator("window", mode="before")(_duration)
+
+
+class PromotionConfig(_Strict):
+    evaluation_window: timedelta = Field(
+        timedelta(hours=1),
+        description="Champion/challenger window: the most recent labelled data, held out from training.",
+    )
+    margin: float = Field(0.0, ge=0, le=1, description="The candidate may be at most this much worse than production.")
+    min_samples: int = Field(100, ge=1, description="Fewer labelled rows in the evaluation window: no promotion.")
+
+    _d = field_validator("evaluation_window", mode="before")(_duration)
+
+
+class ModelConfig(_Strict):
+    """One managed model: where its data is, how to train it, how to judge it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Unique name of the managed model.")
+    owner: str = ""
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict, description="Free labels; policy selectors match on them.")
+    task: Literal["classification", "regression"] = "classification"
+    features: FeaturesConfig
+    inference: SourceConfig = Field(description="The inference log: features, prediction, and optionally the model version.")
+    prediction_column: str = "prediction"
+    version_column: str | None = Field(
+        "model_version", description="Column naming the version that served each row; null if the log has none."
+    )
+    labels_source: SourceConfig = Field(description="Ground truth, joined to predictions by id whenever it arrives.")
+    label_column: str = "label"
+    training: TrainingConfig
+    drift: DriftConfig = DriftConfig()
+    performance: PerformanceConfig = PerformanceConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+
+# --------------------------------------------------------------------------- analyze rules
+
+
+class SymptomRule(_Strict):
+    """Turns one observed metric into a symptom, like a Prometheus alerting rule.
+
+    A symptom opens when the metric crosses ``enter`` on ``for_ticks``
+    consecutive ticks, and closes when it is back past ``exit`` on
+    ``clear_ticks`` consecutive ticks (hysteresis: ``exit`` sits on the safe
+    side of ``enter``, so a metric hovering at the threshold does not flap).
+    """
+
+    symptom: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Symptom kind, e.g. data_drift; policies see symptoms.<kind>.")
+    metric: str = Field(description="Observation metric, e.g. drift.share_drifted or performance.accuracy_drop.")
+    direction: Literal["above", "below"] = Field("above", description="Bad values are above (or below) the threshold.")
+    enter: float
+    exit: float
+    for_ticks: int = Field(1, ge=1, alias="for", description="Consecutive bad ticks before the symptom opens.")
+    clear_ticks: int = Field(1, ge=1, description="Consecutive good ticks before it closes.")
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "SymptomRule":
+        if self.direction == "above" and self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must not be above enter ({self.enter}) when direction is 'above'")
+        if self.direction == "below" and self.exit < self.enter:
+            raise ValueError(f"exit ({self.exit}) must not be below enter ({self.enter}) when direction is 'below'")
+        return self
+
+
+def default_symptom_rules() -> list[SymptomRule]:
+    return [
+        SymptomRule(symptom="data_drift", metric="drift.share_drifted", enter=0.3, exit=0.1, for_ticks=2, clear_ticks=2),
+        SymptomRule(
+            symptom="performance_drop", metric="performance.accuracy_drop", enter=0.05, exit=0.02,
+            for_ticks=2, clear_ticks=2,
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- engine settings
+
+
+class PrefectSettings(_Strict):
+    telemetry: bool = Field(False, description="Let Prefect send anonymous analytics (off: nothing leaves the machine).")
+    api_url: str | None = Field(None, description="Prefect API URL; unset runs Prefect in its local, ephemeral mode.")
+    home: Path | None = Field(None, description="PREFECT_HOME for the embedded mode (its SQLite database lives here).")
+
+
+class Settings(BaseSettings):
+    """Everything the engine needs, with a default for each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAPE_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    db_url: str = Field("sqlite:///mape.db", description="Knowledge base: any SQLAlchemy URL; SQLite file by default.")
+    policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
+    artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
+    tick_interval: timedelta = Field(timedelta(minutes=5), description="Time between ticks of `mape run`.")
+    controller_id: str = Field("mape-controller", description="Name of this controller in audit events and decisions.")
+    models: list[ModelConfig] = Field(default_factory=list, description="The managed models.")
+    symptoms: list[SymptomRule] = Field(default_factory=default_symptom_rules, description="Analyze rules.")
+    prefect: PrefectSettings = PrefectSettings()
+    config_file: Path | None = Field(None, description="The file these settings were read from (set by the loader).")
+
+    _d = field_validator("tick_interval", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> "Settings":
+        seen: set[str] = set()
+        for index, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models[{index}].name: duplicate model name {model.name!r}")
+            seen.add(model.name)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init kwargs.
+        return env_settings, init_settings
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ConfigError(f"no managed model named {name!r}", source=str(self.config_file or "settings"), field="models")
+
+
+_PATH_FIELDS = ("policies_dir", "artifacts_dir")
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Resolve relative file paths of the config against the directory of the config file."""
+    data = dict(data)
+    for key in _PATH_FIELDS:
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    url = data.get("db_url")
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///"):]
+        if rest and rest != ":memory:":
+            data["db_url"] = f"sqlite:///{base / rest}"
+    prefect = data.get("prefect")
+    if isinstance(prefect, dict) and isinstance(prefect.get("home"), str) and not Path(prefect["home"]).is_absolute():
+        data["prefect"] = {**prefect, "home": str(base / prefect["home"])}
+    models = []
+    for model in data.get("models") or []:
+        if isinstance(model, dict):
+            model = dict(model)
+            for source_key in ("inference", "labels_source"):
+                source = model.get(source_key)
+                if isinstance(source, dict) and source.get("kind") in ("parquet", "csv"):
+                    path = source.get("path")
+                    if isinstance(path, str) and not Path(path).is_absolute():
+                        model[source_key] = {**source, "path": str(base / path)}
+        models.append(model)
+    if models:
+        data["models"] = models
+    return data
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def settings_from_mapping(data: dict[str, Any], *, source: str = "settings", base: Path | None = None) -> Settings:
+    """Validate a mapping (a parsed YAML file) into :class:`Settings`, with file-and-field errors."""
+    if base is not None:
+        data = _resolve_relative(data, base)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(p for p in error["loc"] if p not in ("FileSourceConfig", "SqlSourceConfig", "parquet", "csv", "sql"))
+        raise ConfigError(
+            error["msg"], source=source, field=_format_location(loc) or None, value=error.get("input")
+            if not isinstance(error.get("input"), dict) else None
+        ) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings from ``path``, or ``$MAPE_CONFIG``, or ``./mape.yaml`` if it exists, else defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the field and the offending value.
+    """
+    candidate = path or os.environ.get("MAPE_CONFIG")
+    if candidate is None and Path(DEFAULT_CONFIG_FILE).exists():
+        candidate = DEFAULT_CONFIG_FILE
+    if candidate is None:
+        return settings_from_mapping({}, source="environment")
+    file = Path(candidate).resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", source=str(file)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=str(file)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of settings", source=str(file), value=type(data).__name__)
+    data.setdefault("config_file", str(file))
+    return settings_from_mapping(data, source=str(file), base=file.parent)

@@ -1,0 +1,84 @@
+"""Every error mape raises on purpose, under one base class.
+
+Callers catch :class:`MapeError` to tell our own failures from bugs. Errors
+about bad input name the file, the field path and the value, so the person
+who wrote the input can fix it without reading our code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MapeError(Exception):
+    """Base class of all errors raised by mape on purpose."""
+
+
+class InvalidParameterError(MapeError, ValueError):
+    """A constructor or function parameter has a value outside its domain.
+
+    The message has one shape everywhere:
+    ``The 'alpha' parameter of KSDetector must be a float in (0, 1). Got 1.5 instead.``
+    """
+
+    @classmethod
+    def for_parameter(cls, name: str, owner: str, expected: str, got: Any) -> "InvalidParameterError":
+        return cls(f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead.")
+
+
+class NotFittedError(MapeError, ValueError):
+    """A detector or estimator was used before ``fit``."""
+
+
+class ConfigError(MapeError, ValueError):
+    """The configuration file or environment is invalid.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong.
+    source : str, optional
+        The file (or ``environment``) the value came from.
+    field : str, optional
+        Dotted path of the offending field, e.g. ``models[0].training.entrypoint``.
+    value : Any, optional
+        The offending value.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None, value: Any = None):
+        self.source = source
+        self.field = field
+        self.value = value
+        where = ": ".join(p for p in (source, field) if p)
+        text = f"{where}: {message}" if where else message
+        if value is not None:
+            text += f" (got {value!r})"
+        super().__init__(text)
+
+
+class PolicyError(ConfigError):
+    """A policy file is invalid: it is refused, the other policies keep working."""
+
+
+class DataSourceError(MapeError):
+    """A data source cannot be read, or lacks a configured column."""
+
+
+class ActionError(MapeError):
+    """Base class of failures raised by effectors."""
+
+
+class PermanentActionError(ActionError):
+    """The action failed and retrying cannot help (bad parameters, missing version)."""
+
+
+class TransientActionError(ActionError):
+    """The action failed but may succeed later; ``delay`` is the suggested wait in seconds."""
+
+    def __init__(self, message: str, *, delay: float = 30.0):
+        super().__init__(message)
+        self.delay = delay
+
+
+class IllegalTransitionError(MapeError):
+    """An action run was asked to move between states that the state machine forbids."""
