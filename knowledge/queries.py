@@ -31,7 +31,7 @@ from knowledge.tables import (
     SymptomStatus,
     Tick,
 )
-from mape._util.timeutil import utcnow
+from mape._util.timeutil import ensure_utc, utcnow
 
 IN_FLIGHT_STATES = (ActionState.pending.value, ActionState.scheduled.value, ActionState.running.value)
 ACTED_STATUSES = (DecisionStatus.proposed.value, DecisionStatus.approved.value, DecisionStatus.awaiting_approval.value)
@@ -195,6 +195,17 @@ def last_action_decision(session: Session, model_id: int, action: str, *,
     ).first()
 
 
+def last_action_times(session: Session, model_id: int, at: datetime) -> dict[str, float]:
+    """Seconds from the last acting decision of each action type on a model to ``at`` (one aggregate query)."""
+    rows = session.exec(
+        select(Decision.action, func.max(Decision.created_at))
+        .where(Decision.model_id == model_id, col(Decision.status).in_(list(ACTED_STATUSES)),
+               Decision.created_at <= at)
+        .group_by(Decision.action)
+    )
+    return {action: (at - ensure_utc(last)).total_seconds() for action, last in rows if last is not None}
+
+
 def in_flight_actions(session: Session, model_id: int | None = None) -> list[ActionRun]:
     query = select(ActionRun).where(col(ActionRun.state).in_(IN_FLIGHT_STATES))
     if model_id is not None:
@@ -215,7 +226,7 @@ def decisions_to_dispatch(session: Session) -> list[Decision]:
 
 
 def decisions(session: Session, *, model_id: int | None = None, status: str | None = None,
-              since: datetime | None = None, limit: int = 1000) -> list[Decision]:
+              since: datetime | None = None, limit: int = 1000, newest_first: bool = False) -> list[Decision]:
     query = select(Decision)
     if model_id is not None:
         query = query.where(Decision.model_id == model_id)
@@ -223,7 +234,8 @@ def decisions(session: Session, *, model_id: int | None = None, status: str | No
         query = query.where(Decision.status == status)
     if since is not None:
         query = query.where(Decision.created_at >= since)
-    return list(session.exec(query.order_by(col(Decision.id)).limit(limit)))
+    order = col(Decision.id).desc() if newest_first else col(Decision.id)
+    return list(session.exec(query.order_by(order).limit(limit)))
 
 
 def action_runs(session: Session, *, model_id: int | None = None, limit: int = 1000) -> list[ActionRun]:

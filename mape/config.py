@@ -198,6 +198,11 @@ class Settings(BaseSettings):
     policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
     artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
     tick_interval: timedelta = Field(timedelta(minutes=5), description="Time between ticks of `mape run`.")
+    signal_max_age: timedelta | None = Field(
+        None,
+        description="Measurements older than this are left out of policy contexts, so a stale signal never fires "
+                    "a policy. Default: half the tick interval, i.e. only the current tick's measurements count.",
+    )
     controller_id: str = Field("mape-controller", description="Name of this controller in audit events and decisions.")
     models: list[ModelConfig] = Field(default_factory=list, description="The managed models.")
     symptoms: list[SymptomRule] = Field(default_factory=default_symptom_rules, description="Analyze rules.")
@@ -205,6 +210,11 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, description="The file these settings were read from (set by the loader).")
 
     _d = field_validator("tick_interval", mode="before")(_duration)
+    _m = field_validator("signal_max_age", mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    @property
+    def effective_signal_max_age(self) -> timedelta:
+        return self.signal_max_age if self.signal_max_age is not None else self.tick_interval / 2
 
     @model_validator(mode="after")
     def _unique_models(self) -> "Settings":

@@ -60,6 +60,25 @@ class PolicyError(ConfigError):
     """A policy file is invalid: it is refused, the other policies keep working."""
 
 
+class ConditionError(MapeError, ValueError):
+    """A condition cannot be compiled, names an unknown variable, or cannot be evaluated.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, in one sentence (a syntax error adds the caret-marked
+        expression).
+    missing : bool
+        True when evaluation failed because a signal is not in the context
+        (a missing map key or variable), as opposed to a type error or a bug
+        in the expression.
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class DataSourceError(MapeError):
     """A data source cannot be read, or lacks a configured column."""
 

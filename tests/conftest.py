@@ -108,3 +108,12 @@ class SteppingClock:
 @pytest.fixture
 def clock() -> SteppingClock:
     return SteppingClock(datetime(2026, 1, 5, 0, 0, tzinfo=timezone.utc))
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server with its own SQLite database, for tests that run real flows (slow to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -1,0 +1,1 @@
+"""The governance dashboard (Streamlit): ``mape dashboard`` or ``streamlit run dashboard/app.py``."""

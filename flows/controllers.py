@@ -1,0 +1,28 @@
+"""One :class:`~mape.controller.Controller` per configuration file per process.
+
+Flow runs receive only a configuration path (Prefect parameters must be plain
+data), and both the tick flow and the action flows it starts need the same
+controller: building it once per process keeps the drift reference fits and
+loaded policies warm between ticks of a long-lived process.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from mape.config import load_settings
+from mape.controller import Controller
+
+
+@lru_cache(maxsize=8)
+def _controller(config_file: str | None, _env_key: tuple[tuple[str, str], ...]) -> Controller:
+    return Controller(load_settings(config_file))
+
+
+def controller_for(config_file: str | None) -> Controller:
+    """The process's controller for ``config_file`` (``None``: ``$MAPE_CONFIG`` or ./mape.yaml)."""
+    path = str(Path(config_file).resolve()) if config_file else None
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MAPE_")))
+    return _controller(path, env)

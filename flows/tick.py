@@ -1,0 +1,44 @@
+"""The tick flow: one Prefect flow run per tick, one task per stage, one subflow per action.
+
+Who calls it: ``mape tick`` (one run, in-process), ``mape run`` (served on an
+interval by :mod:`flows.serve`), the demo and the tests.
+
+The logical time of a tick is ``at`` if given, else the flow run's scheduled
+start time, else now; so a Prefect retry of a scheduled run repeats the same
+tick, which the controller recognises and does not sense or plan twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.actions import action_flow
+from flows.controllers import controller_for
+from mape._util.timeutil import ensure_utc
+
+
+def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    return task(fn, name=name, cache_policy=NO_CACHE, log_prints=False)
+
+
+@flow(name="mape-tick", log_prints=False)
+def tick_flow(config_file: str | None = None, at: datetime | None = None) -> dict[str, Any]:
+    """Run one tick of the MAPE-K loop and return its report as plain data."""
+    controller = controller_for(config_file)
+    if at is None:
+        scheduled = flow_run.scheduled_start_time
+        at = scheduled if scheduled is not None else controller.clock()
+    at = ensure_utc(at)
+
+    def run_action(run_id: int, when: datetime) -> None:
+        action_flow(action_run_id=run_id, at=when, config_file=config_file)
+
+    report = controller.tick(at, wrap=_as_task, run_action=run_action,
+                             flow_run_id=str(flow_run.id) if flow_run.id else None)
+    return report.model_dump(mode="json")

@@ -1,0 +1,256 @@
+"""The ``mape`` command line (typer): run the loop, inspect the knowledge base, check policies.
+
+Every command takes ``--config`` (default ``$MAPE_CONFIG`` or ``./mape.yaml``).
+Errors in input (configuration, policy files) print one clear line naming the
+file and field, and exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from mape.errors import ConfigError, MapeError  # noqa: E402
+
+app = typer.Typer(help="mape: a self-adaptive MAPE-K control loop for ML operations.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The knowledge base's schema.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy files: check them before they go live.", no_args_is_help=True)
+models_app = typer.Typer(help="Managed models and their versions.", no_args_is_help=True)
+actions_app = typer.Typer(help="Actions outside any policy, asked for by a person.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+app.add_typer(models_app, name="models")
+app.add_typer(actions_app, name="actions")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Configuration file (mape.yaml).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+    from mape.config import load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _apply_prefect_settings(settings) -> None:  # type: ignore[no-untyped-def]
+    """Export the Prefect settings of our configuration before Prefect is imported."""
+    if settings.prefect.telemetry:
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "true"
+    if settings.prefect.api_url:
+        os.environ.setdefault("PREFECT_API_URL", settings.prefect.api_url)
+    if settings.prefect.home:
+        os.environ.setdefault("PREFECT_HOME", str(settings.prefect.home))
+
+
+# ---------------------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Bring the knowledge base to the current schema (Alembic)."""
+    from knowledge.migrate import current_revision, upgrade
+
+    settings = _settings(config)
+    upgrade(settings.db_url)
+    typer.echo(f"knowledge base at {settings.db_url} is at revision {current_revision(settings.db_url)}")
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = None) -> None:
+    """Print the knowledge base's schema revision and whether it is current."""
+    from knowledge.migrate import current_revision, head_revision
+
+    settings = _settings(config)
+    current, head = current_revision(settings.db_url), head_revision()
+    typer.echo(f"current: {current or 'none'}; head: {head}; {'up to date' if current == head else 'needs upgrade'}")
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+
+@app.command()
+def tick(config: ConfigOption = None,
+         at: Annotated[Optional[datetime], typer.Option(help="Logical time of the tick (UTC); default now.")] = None,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run one iteration of the loop as one Prefect flow run and print its report as JSON."""
+    _logging(verbose)
+    settings = _settings(config)
+    _apply_prefect_settings(settings)
+    from flows.tick import tick_flow
+
+    report = tick_flow(config_file=str(settings.config_file) if settings.config_file else None, at=at)
+    typer.echo(json.dumps(report, indent=2, default=str))
+
+
+@app.command()
+def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
+    """The long-running controller: serve the tick flow every ``tick_interval`` until SIGTERM."""
+    _logging(verbose)
+    settings = _settings(config)
+    _apply_prefect_settings(settings)
+    from flows.serve import serve
+
+    typer.echo(f"mape controller {settings.controller_id}: a tick every {settings.tick_interval}; SIGTERM stops it")
+    serve(str(settings.config_file) if settings.config_file else None, interval=settings.tick_interval)
+    typer.echo("mape controller stopped")
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option("--dir", help="Working directory of the demo (recreated).")] = Path(".mape-demo"),
+         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """The embedded end-to-end demo: drift, retrain, promotion, a rejected bad candidate."""
+    _logging(verbose)
+    from examples.credit.demo import run_demo
+
+    ok = run_demo(directory.resolve(), echo=typer.echo)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def dashboard(config: ConfigOption = None,
+              port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501) -> None:
+    """Open the governance dashboard (Streamlit) on the knowledge base."""
+    import subprocess
+
+    settings = _settings(config)
+    app_file = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    env = {**os.environ, "MAPE_DB_URL": settings.db_url, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
+                                      "--server.address", "127.0.0.1", "--server.port", str(port),
+                                      "--server.headless", "true"], env=env))
+
+
+@app.command("config")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration (file, environment and defaults) as JSON."""
+    settings = _settings(config)
+    typer.echo(settings.model_dump_json(indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- policy
+
+
+@policy_app.command("validate")
+def policy_validate(paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")]) -> None:
+    """Check policy files: schema, CEL syntax and names, known actions. Exit 1 if any is invalid."""
+    from mape.execute import actions as _actions  # noqa: F401
+    from mape.execute.registry import default_registry
+    from mape.plan.loader import load_policies, load_policy_text
+
+    known = default_registry.names()
+    bad = 0
+    good = 0
+    for path in paths:
+        if path.is_dir():
+            result = load_policies(path, known_actions=known)
+            good += len(result.policies)
+            for error in result.errors:
+                bad += 1
+                typer.echo(f"invalid: {error}", err=True)
+            for policy in result.policies:
+                typer.echo(f"ok: {policy.source}: {policy.name}")
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            bad += 1
+            typer.echo(f"invalid: {path}: cannot read: {exc.strerror}", err=True)
+            continue
+        try:
+            policy = load_policy_text(text, source=path, known_actions=known)
+        except MapeError as exc:
+            bad += 1
+            typer.echo(f"invalid: {exc}", err=True)
+        else:
+            good += 1
+            typer.echo(f"ok: {path}: {policy.name}")
+    typer.echo(f"{good} valid, {bad} invalid")
+    raise typer.Exit(1 if bad else 0)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None) -> None:
+    """Every managed model with its versions and their stages."""
+    from knowledge import registry
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.queries import models_by_name
+
+    settings = _settings(config)
+    engine = create_engine_for(settings.db_url)
+    with session_scope(engine) as session:
+        for name, model in sorted(models_by_name(session).items()):
+            typer.echo(f"{name} (owner {model.owner or '-'}, labels {model.labels})")
+            for version in registry.versions(session, model.id):
+                accuracy = version.metrics.get("accuracy")
+                score = f" accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
+                typer.echo(f"  v{version.version} {version.stage}{score} {version.artifact_uri}")
+
+
+# ---------------------------------------------------------------------------------------------- actions
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param {item!r}: use key=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@actions_app.command("request")
+def actions_request(
+    model: Annotated[str, typer.Argument(help="Managed model name.")],
+    action: Annotated[str, typer.Argument(help="Action type, e.g. retrain or rollback.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")],
+    actor: Annotated[str, typer.Option(help="Who asks; recorded in the audit trail.")] = os.environ.get("USER", "operator"),
+    param: Annotated[list[str], typer.Option("--param", "-p", help="key=value (JSON values allowed).")] = [],  # noqa: B006
+    config: ConfigOption = None,
+) -> None:
+    """Ask for an action now; the next tick dispatches it like any approved decision."""
+    from mape.controller import Controller
+
+    settings = _settings(config)
+    try:
+        decision = Controller(settings).request_action(model, action, params=_parse_params(param), actor=actor,
+                                                       reason=reason)
+    except (KeyError, LookupError) as exc:
+        _fail(str(exc).strip("'\""))
+    typer.echo(f"decision {decision.id}: {action} on {model} approved by {actor}; it runs at the next tick")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,315 @@
+"""One tick of the MAPE-K loop, and the long-lived state a controller keeps between ticks.
+
+Who calls it: :mod:`flows.tick` (the Prefect flow behind ``mape tick`` and
+``mape run``) and the tests. A tick is keyed by its logical time ``at``:
+sensing, analysis and planning run once per ``at`` (a repeated tick — a
+Prefect retry, a restarted controller — skips them), while dispatching and
+running pending actions is safe to repeat because the executor claims each
+run atomically.
+
+The stages are composed here once; :meth:`Controller.tick` takes a ``wrap``
+function so the Prefect flow can turn each stage into a task without a
+second copy of the sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from knowledge import audit, queries, registry
+from knowledge.database import create_engine_for, session_scope
+from knowledge.migrate import upgrade
+from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, Tick
+from mape._util.timeutil import Clock, ensure_utc, utcnow
+from mape.analyze.stage import Analyzer
+from mape.config import Settings
+from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain and rollback)
+from mape.execute.executor import Executor
+from mape.execute.registry import ActionRegistry, default_registry
+from mape.monitor.stage import Monitor
+from mape.plan.loader import LoadedPolicy, load_policies
+from mape.plan.planner import Planner
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Wrap = Callable[[str, Callable[..., T]], Callable[..., T]]
+
+
+class DecisionSummary(BaseModel):
+    id: int
+    model: str
+    policy: str
+    action: str
+    status: str
+    reason: str = ""
+
+
+class ActionSummary(BaseModel):
+    id: int
+    model: str
+    action: str
+    state: str
+    result: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+
+class TickReport(BaseModel):
+    """What one tick saw and did; printed by ``mape tick`` and the demo's timeline."""
+
+    at: datetime
+    repeated: bool = False
+    signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    opened: list[str] = Field(default_factory=list)
+    closed: list[str] = Field(default_factory=list)
+    decisions: list[DecisionSummary] = Field(default_factory=list)
+    actions: list[ActionSummary] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list, description="Stage failures: a sensor, a stage or a dispatch broke.")
+    warnings: list[str] = Field(default_factory=list, description="Policy conditions that could not be evaluated.")
+
+
+def _identity(name: str, fn: Callable[..., T]) -> Callable[..., T]:
+    return fn
+
+
+class Controller:
+    """Holds the stages, the loaded policies and the knowledge-base engine of one controller process.
+
+    Parameters
+    ----------
+    settings : Settings
+        The effective configuration.
+    clock : callable, optional
+        Returns the current time (aware UTC); tests and the demo step it.
+    actions : ActionRegistry, optional
+        Known action types; the built-ins by default.
+    migrate : bool
+        Bring the knowledge base to the current schema first (the embedded default).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow, actions: ActionRegistry = default_registry,
+                 migrate: bool = True, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.actions = actions
+        if migrate:
+            upgrade(settings.db_url)
+        self.engine = engine or create_engine_for(settings.db_url)
+        self.monitor = Monitor(settings.models)
+        self.analyzer = Analyzer(settings.symptoms)
+        self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
+                                 artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id)
+        self._policies_by_source: dict[str, LoadedPolicy] = {}
+        self._policy_signature: tuple[Any, ...] | None = None
+        self.policy_errors: list[str] = []
+        self.planner = self._planner([])
+        with session_scope(self.engine) as session:
+            registry.sync_models(session, settings.models, actor=settings.controller_id)
+        self.reload_policies()
+
+    # ------------------------------------------------------------------ policies
+
+    def _signature(self) -> tuple[Any, ...]:
+        directory = Path(self.settings.policies_dir)
+        if not directory.is_dir():
+            return ()
+        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                            for p in directory.iterdir() if p.suffix in (".yaml", ".yml")))
+
+    def reload_policies(self, *, force: bool = False) -> bool:
+        """Reload the policy directory if any file changed; returns True if it was reloaded.
+
+        A file that fails to load is refused (audit event, one log line); if an
+        earlier version of the same file loaded, that last good version stays in
+        force. The other files are unaffected.
+        """
+        signature = self._signature()
+        if not force and signature == self._policy_signature:
+            return False
+        self._policy_signature = signature
+        directory = Path(self.settings.policies_dir)
+        if not directory.is_dir():
+            log.warning("Policy directory %s does not exist; no policy is in force", directory)
+            result_policies: list[LoadedPolicy] = []
+            errors: list[Any] = []
+        else:
+            result = load_policies(directory, known_actions=self.actions.names())
+            result_policies, errors = list(result.policies), list(result.errors)
+        loaded = {str(p.source): p for p in result_policies}
+        self.policy_errors = []
+        with session_scope(self.engine) as session:
+            for policy in result_policies:
+                queries.record_policy_version(session, name=policy.name, text=policy.text, source=str(policy.source),
+                                              author=policy.policy.metadata.owner, actor=self.settings.controller_id)
+            for error in errors:
+                source = str(getattr(error, "source", "") or "")
+                kept = self._policies_by_source.get(source)
+                if kept is not None and source not in loaded:
+                    loaded[source] = kept
+                    note = f"; keeping the last good version {kept.sha256[:12]}"
+                else:
+                    note = ""
+                message = f"{error}{note}"
+                self.policy_errors.append(message)
+                log.error("Policy refused: %s", message)
+                audit.record(session, actor=self.settings.controller_id, kind="policy.refused", subject=source,
+                             payload={"error": str(error), "kept_version": kept.sha256 if kept and note else None})
+        self._policies_by_source = loaded
+        self.planner = self._planner(list(loaded.values()))
+        log.info("Loaded %d policies from %s (%d refused)", len(loaded), directory, len(errors))
+        return True
+
+    def _planner(self, policies: list[LoadedPolicy]) -> Planner:
+        return Planner(policies, actor=self.settings.controller_id, max_age=self.settings.effective_signal_max_age)
+
+    @property
+    def policies(self) -> list[LoadedPolicy]:
+        return list(self._policies_by_source.values())
+
+    # ------------------------------------------------------------------ stages
+
+    def _model_ids(self, session: Any) -> dict[str, int]:
+        configured = {m.name for m in self.settings.models}
+        return {name: m.id for name, m in queries.models_by_name(session).items() if name in configured}
+
+    def begin(self, at: datetime, flow_run_id: str | None = None) -> bool:
+        """Record the tick; False when a tick at this ``at`` already finished (a repeated tick).
+
+        A tick row left unfinished by a crashed process is run again: the
+        analyzer and planner are idempotent per ``at``.
+        """
+        with session_scope(self.engine) as session:
+            tick, new = queries.begin_tick(session, at, controller_id=self.settings.controller_id,
+                                           flow_run_id=flow_run_id)
+            return new or tick.finished_at is None
+
+    def sense(self, at: datetime) -> dict[str, Any]:
+        with session_scope(self.engine) as session:
+            report = self.monitor.run(session, self._model_ids(session), at)
+        return _as_dict(report)
+
+    def analyze(self, at: datetime) -> dict[str, Any]:
+        with session_scope(self.engine) as session:
+            report = self.analyzer.run(session, self._model_ids(session), at)
+        return _as_dict(report)
+
+    def plan(self, at: datetime) -> dict[str, Any]:
+        self.reload_policies()
+        with session_scope(self.engine) as session:
+            ids = set(self._model_ids(session).values())
+            models = [m for m in session.exec(select(ManagedModel)) if m.id in ids]
+            report = self.planner.plan(session, models, at)
+        return _as_dict(report)
+
+    def dispatch(self, at: datetime) -> list[int]:
+        """Create runs for new decisions and return the ids of every run ready now."""
+        with session_scope(self.engine) as session:
+            self.executor.dispatch(session, at)
+            return self.executor.runnable(session, at)
+
+    def run_action(self, run_id: int, at: datetime, flow_run_id: str | None = None) -> None:
+        self.executor.run(run_id, at, flow_run_id=flow_run_id)
+
+    def finish(self, at: datetime, report: TickReport) -> TickReport:
+        with session_scope(self.engine) as session:
+            tick = session.exec(select(Tick).where(Tick.at == at)).one()
+            names = {m.id: m.name for m in session.exec(select(ManagedModel))}
+            report.decisions = [
+                DecisionSummary(id=d.id, model=names.get(d.model_id, str(d.model_id)), policy=d.policy_name,
+                                action=d.action, status=d.status, reason=d.reason)
+                for d in session.exec(select(Decision).where(Decision.tick_at == at).order_by(Decision.id))
+            ]
+            report.actions = [
+                ActionSummary(id=r.id, model=names.get(r.model_id, str(r.model_id)), action=r.action, state=r.state,
+                              result=r.result, message=r.message)
+                for r in session.exec(select(ActionRun).where(ActionRun.updated_at == at).order_by(ActionRun.id))
+            ]
+            status = "failed" if report.errors else "succeeded"
+            queries.finish_tick(session, tick, status=status, summary=report.model_dump(mode="json"))
+        return report
+
+    # ------------------------------------------------------------------ the tick
+
+    def tick(self, at: datetime | None = None, *, wrap: Wrap[Any] = _identity,
+             run_action: Callable[[int, datetime], None] | None = None,
+             flow_run_id: str | None = None) -> TickReport:
+        """Run one iteration: monitor, analyze, plan, then dispatch and run what is due.
+
+        ``wrap(name, fn)`` may wrap each stage (the Prefect flow makes them
+        tasks); ``run_action(run_id, at)`` runs one action (the flow makes it a
+        subflow). No stage's failure stops the others from being reported, and
+        none escapes the tick.
+        """
+        at = ensure_utc(at or self.clock())
+        report = TickReport(at=at)
+        new = wrap("begin", self.begin)(at, flow_run_id)
+        report.repeated = not new
+        if new:
+            for name, stage in (("monitor", self.sense), ("analyze", self.analyze), ("plan", self.plan)):
+                try:
+                    result = wrap(name, stage)(at)
+                except Exception as exc:  # noqa: BLE001 - a failing stage is reported, the tick goes on
+                    log.exception("Stage %s failed at %s", name, at)
+                    report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    continue
+                _merge(report, name, result)
+        try:
+            ready = wrap("dispatch", self.dispatch)(at)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("Dispatch failed at %s", at)
+            report.errors.append(f"dispatch: {type(exc).__name__}: {exc}")
+            ready = []
+        runner = run_action or self.run_action
+        for run_id in ready:
+            try:
+                runner(run_id, at)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("Action run %s could not be started", run_id)
+                report.errors.append(f"action run {run_id}: {type(exc).__name__}: {exc}")
+        return wrap("finish", self.finish)(at, report)
+
+    # ------------------------------------------------------------------ people
+
+    def request_action(self, model: str, action: str, *, params: dict[str, Any] | None = None, actor: str,
+                       reason: str, at: datetime | None = None) -> Decision:
+        """A person asks for an action outside any policy; it runs at the next dispatch, like any decision."""
+        at = ensure_utc(at or self.clock())
+        if action not in self.actions:
+            raise KeyError(f"unknown action type {action!r}; known: {', '.join(self.actions.names())}")
+        with session_scope(self.engine) as session:
+            row = registry.get_model(session, model)
+            decision = Decision(
+                created_at=at, tick_at=None, model_id=row.id, policy_name="manual", action=action,
+                params=dict(params or {}), evidence={"requested_by": actor, "reason": reason},
+                status=DecisionStatus.approved.value, reason=reason, actor=actor, decided_by=actor, decided_at=at,
+                dedup_key=f"{model}/manual/{actor}/{at.isoformat()}/{action}",
+            )
+            decision, _ = queries.add_decision(session, decision)
+            audit.record(session, actor=actor, kind="decision.requested", subject=str(decision),
+                         payload={"params": decision.params, "reason": reason}, time=at)
+            return decision
+
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    """Every stage report offers ``as_dict()``: plain JSON values for the tick report."""
+    return report.as_dict()
+
+
+def _merge(report: TickReport, stage: str, result: dict[str, Any]) -> None:
+    """Fold a stage's report into the tick report (the stages' reports are plain dicts here)."""
+    if stage == "monitor":
+        report.signals = dict(result.get("models") or result.get("summaries") or {})
+        report.errors.extend(f"monitor: {e}" for e in result.get("errors") or [])
+    elif stage == "analyze":
+        report.opened = [str(s) for s in result.get("opened") or []]
+        report.closed = [str(s) for s in result.get("closed") or []]
+        report.errors.extend(f"analyze: {e}" for e in result.get("errors") or [])
+    elif stage == "plan":
+        report.warnings.extend(f"plan: {e}" for e in result.get("errors") or [])

@@ -1,0 +1,105 @@
+"""Join the predictions of a time window to the ground truth that had arrived by a given time.
+
+Who calls it: the monitor's performance sensor (predictions of the last
+``performance.window``, labelled by the tick time) and the execute stage
+(training and evaluation data). Labels arrive later than predictions, by any
+delay; asking ``as_of`` a past time replays what was known then, so a replayed
+tick sees exactly what the original tick saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from mape._util.timeutil import ensure_utc
+from mape.data.sources import TableSource
+from mape.errors import InvalidParameterError
+
+_KEY = "__mape_join_key__"
+
+
+def labelled_window(
+    inference: TableSource,
+    labels: TableSource,
+    *,
+    start: datetime,
+    end: datetime,
+    as_of: datetime,
+    prediction_column: str,
+    label_column: str,
+    feature_columns: Sequence[str] | None = None,
+    version_column: str | None = None,
+) -> pd.DataFrame:
+    """The predictions made in ``[start, end)`` with the labels that had arrived by ``as_of``.
+
+    A label row counts when its own timestamp is at or before ``as_of`` and
+    its label is not null; when an id has several, the latest arrived wins
+    (on equal timestamps, the row read last). Predictions without a label are
+    dropped (an inner join). Label rows are read from ``start`` on: a label
+    never arrives before the prediction it labels.
+
+    Parameters
+    ----------
+    inference : TableSource
+        The inference log: id, timestamp, features, prediction, optionally version.
+    labels : TableSource
+        Ground truth: id, arrival timestamp, label.
+    start, end : datetime
+        The window of prediction times, half-open.
+    as_of : datetime
+        Labels that arrived later than this are ignored.
+    prediction_column, label_column : str
+        The prediction column of the log and the label column of the labels.
+    feature_columns : sequence of str, optional
+        Feature columns of the log to return as well.
+    version_column : str, optional
+        Column of the log naming the model version that served each row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id, timestamp, *features, prediction, label[, version]``
+        under the inference log's names (and ``label_column``), sorted by
+        prediction time.
+
+    Raises
+    ------
+    DataSourceError
+        A source lacks a column or cannot be read.
+    """
+    start, end, as_of = ensure_utc(start), ensure_utc(end), ensure_utc(as_of)
+    id_column, time_column = inference.id_column, inference.timestamp_column
+    versions = [version_column] if version_column else []
+    left = [id_column, time_column, *(feature_columns or []), prediction_column, *versions]
+    if label_column in left:
+        raise InvalidParameterError.for_parameter(
+            "label_column", "labelled_window",
+            "a name distinct from the id, timestamp, feature, prediction and version columns", label_column,
+        )
+    columns = [*left[:len(left) - len(versions)], label_column, *versions]
+
+    predictions = inference.read(start, end, columns=left)[left]
+    if predictions.empty:
+        return pd.DataFrame({c: predictions[c] if c in predictions else pd.Series(dtype=object) for c in columns})
+
+    arrived = labels.read(start, as_of + timedelta(microseconds=1), columns=[labels.id_column, label_column])
+    arrived = arrived[(arrived[labels.timestamp_column] <= as_of) & arrived[label_column].notna()]
+    latest = arrived.drop_duplicates(labels.id_column, keep="last")[[labels.id_column, label_column]]
+    latest = latest.rename(columns={labels.id_column: id_column})
+
+    if _comparable(predictions[id_column], latest[id_column]):
+        joined = predictions.merge(latest, on=id_column, how="inner")
+    else:  # e.g. integer ids in Parquet, string ids in CSV: join on the text
+        joined = predictions.assign(**{_KEY: predictions[id_column].astype(str)}).merge(
+            latest.assign(**{_KEY: latest[id_column].astype(str)}).drop(columns=id_column), on=_KEY, how="inner",
+        ).drop(columns=_KEY)
+    return joined[columns].sort_values(time_column, kind="stable").reset_index(drop=True)
+
+
+def _comparable(left: pd.Series, right: pd.Series) -> bool:
+    """Whether two id columns can be joined as they are (both numeric, or both not)."""
+    numeric = pd.api.types.is_numeric_dtype
+    return numeric(left.dtype) == numeric(right.dtype)

@@ -1,0 +1,295 @@
+"""The Monitor stage: one pass over the fleet per tick, writing Observation rows.
+
+Who calls it: the controller, once per tick, with an open session, the ids of
+the managed models and the tick's logical time. For each configured model it
+measures drift (the current window of the inference log against the
+production version's training window) and performance (predictions of the
+performance window labelled by the tick time), and writes the observations
+below through :func:`knowledge.queries.add_observations`. Other stages and the
+policies depend on these names:
+
+- sensor ``drift``, labels ``{}``: ``drift.share_drifted``, ``drift.n_drifted``,
+  ``drift.n_features``, ``drift.min_q_value``, ``drift.detected`` (1.0/0.0),
+  ``drift.n_reference``, ``drift.n_current``; without a verdict (too few rows)
+  all but the last two have value ``None``;
+- sensor ``drift``, labels ``{"feature": name, "test": "ks" | "chi2"}``:
+  ``drift.feature.statistic``, ``drift.feature.p_value``,
+  ``drift.feature.q_value``, ``drift.feature.drifted`` (1.0/0.0);
+- sensor ``performance``, labels ``{}``: ``performance.accuracy``,
+  ``performance.f1``, ``performance.accuracy_drop`` (``None`` without a
+  baseline accuracy on the production version), ``performance.n_labelled``;
+  for regression ``performance.mae``, ``performance.rmse``,
+  ``performance.n_labelled``; below ``performance.min_samples`` labelled rows
+  every value but ``performance.n_labelled`` is ``None``.
+
+A value of ``None`` means "no data this tick", never good or bad. A model
+whose measurement fails (no production version, an unreadable source) gets no
+rows from the failed sensor; the failure is logged, listed in
+:attr:`MonitorReport.errors`, and the other models and sensors go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+
+from knowledge.queries import add_observations
+from knowledge.registry import production_version
+from knowledge.tables import ModelVersion, Observation
+from mape._util.timeutil import ensure_utc
+from mape.config import FileSourceConfig, ModelConfig, SqlSourceConfig
+from mape.data import TableSource, labelled_window, open_source
+from mape.errors import MapeError
+from mape.monitor.sensors import DriftReport, DriftSensor, PerformanceReport, PerformanceSensor
+
+logger = logging.getLogger(__name__)
+
+SourceFactory = Callable[[FileSourceConfig | SqlSourceConfig], TableSource]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StageError:
+    """A measurement that failed for one model; the tick went on without it."""
+
+    model: str
+    sensor: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What the Monitor measured for one model in one tick."""
+
+    model: str
+    version: int | None = None
+    drift: DriftReport | None = None
+    performance: PerformanceReport | None = None
+
+    @property
+    def share_drifted(self) -> float | None:
+        return None if self.drift is None else self.drift.share_drifted
+
+    @property
+    def detected(self) -> bool | None:
+        return None if self.drift is None else self.drift.detected
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.performance is None else self.performance.accuracy
+
+    @property
+    def n_labelled(self) -> int | None:
+        return None if self.performance is None else self.performance.n_labelled
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON values (for tick reports and the timeline)."""
+        drift, performance = self.drift, self.performance
+        return {
+            "version": self.version,
+            "share_drifted": self.share_drifted,
+            "n_drifted": None if drift is None else drift.n_drifted,
+            "n_features": None if drift is None else drift.n_features,
+            "min_q_value": None if drift is None else drift.min_q_value,
+            "detected": self.detected,
+            "drift_reason": None if drift is None else drift.reason,
+            "accuracy": self.accuracy,
+            "f1": None if performance is None else performance.f1,
+            "accuracy_drop": None if performance is None else performance.accuracy_drop,
+            "mae": None if performance is None else performance.mae,
+            "rmse": None if performance is None else performance.rmse,
+            "n_labelled": self.n_labelled,
+            "performance_reason": None if performance is None else performance.reason,
+        }
+
+    def __str__(self) -> str:
+        version = "no production version" if self.version is None else f"version {self.version}"
+        drift = "drift not measured" if self.drift is None else f"drift: {self.drift}"
+        performance = "performance not measured" if self.performance is None else f"performance: {self.performance}"
+        return f"model {self.model} ({version}): {drift}; {performance}"
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """The result of one Monitor pass: a summary per model, the failures, and how many rows were written."""
+
+    at: datetime
+    models: tuple[ModelSummary, ...]
+    errors: tuple[StageError, ...]
+    n_observations: int
+
+    def model(self, name: str) -> ModelSummary:
+        """The summary of the model called ``name``."""
+        for summary in self.models:
+            if summary.model == name:
+                return summary
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values: ``models`` maps each name to :meth:`ModelSummary.as_dict`."""
+        return {"at": self.at.isoformat(), "n_observations": self.n_observations,
+                "models": {summary.model: summary.as_dict() for summary in self.models},
+                "errors": [str(error) for error in self.errors]}
+
+    def __str__(self) -> str:
+        lines = [f"monitor at {self.at.isoformat()}: {self.n_observations} observations"]
+        lines += [f"  {summary}" for summary in self.models]
+        lines += [f"  error: {error}" for error in self.errors]
+        return "\n".join(lines)
+
+
+class Monitor:
+    """Measures every configured model and writes its observations.
+
+    Sources are opened once per model and kept; the drift sensor of a model is
+    fitted once per production version (its reference is that version's
+    training window of the inference log) and kept until another version is in
+    production. A reference smaller than ``drift.min_samples`` is not kept, so
+    a log filled in later is picked up.
+
+    Parameters
+    ----------
+    models : sequence of ModelConfig
+        The managed models.
+    source_factory : callable, default :func:`mape.data.open_source`
+        Builds a :class:`~mape.data.TableSource` from a source configuration.
+    """
+
+    def __init__(self, models: Sequence[ModelConfig], *, source_factory: SourceFactory = open_source) -> None:
+        self.models = tuple(models)
+        self.source_factory = source_factory
+        self._sources: dict[tuple[str, str], TableSource] = {}
+        self._drift_sensors: dict[str, tuple[int, DriftSensor]] = {}
+
+    def run(self, session: Session, model_ids: Mapping[str, int], at: datetime) -> MonitorReport:
+        """Measure every model at logical time ``at`` and write the observations (flushed, not committed)."""
+        at = ensure_utc(at)
+        summaries: list[ModelSummary] = []
+        errors: list[StageError] = []
+        rows: list[Observation] = []
+        for cfg in self.models:
+            model_id = model_ids.get(cfg.name)
+            production = None if model_id is None else production_version(session, model_id)
+            if model_id is None or production is None:
+                problem = "is not registered in the knowledge base" if model_id is None else "has no production version"
+                _record(errors, StageError(cfg.name, "model", f"Model {cfg.name} {problem}; it is not monitored."))
+                summaries.append(ModelSummary(cfg.name))
+                continue
+            drift = self._guarded(errors, cfg.name, "drift", partial(self._measure_drift, cfg, production, at))
+            performance = self._guarded(errors, cfg.name, "performance",
+                                        partial(self._measure_performance, cfg, production, at))
+            if drift is not None:
+                rows += drift_observations(model_id, at, drift)
+            if performance is not None:
+                rows += performance_observations(model_id, at, performance)
+            summaries.append(ModelSummary(cfg.name, production.version, drift, performance))
+        written = add_observations(session, rows)
+        return MonitorReport(at=at, models=tuple(summaries), errors=tuple(errors), n_observations=written)
+
+    # ------------------------------------------------------------------ sensors
+
+    def _measure_drift(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> DriftReport:
+        sensor = self._drift_sensor(cfg, production)
+        current = self._source(cfg, "inference").read(at - cfg.drift.window, at, columns=cfg.features.all)
+        return sensor.score(current)
+
+    def _drift_sensor(self, cfg: ModelConfig, production: ModelVersion) -> DriftSensor:
+        assert production.id is not None
+        cached = self._drift_sensors.get(cfg.name)
+        if cached is not None and cached[0] == production.id:
+            return cached[1]
+        start, end = production.training_window_start, production.training_window_end
+        if start is None or end is None:
+            raise MapeError(f"version {production.version} of model {cfg.name} has no training window to compare with")
+        reference = self._source(cfg, "inference").read(ensure_utc(start), ensure_utc(end), columns=cfg.features.all)
+        sensor = DriftSensor.from_config(cfg.features, cfg.drift).fit(reference)
+        if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
+            self._drift_sensors[cfg.name] = (production.id, sensor)
+        return sensor
+
+    def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> PerformanceReport:
+        window = labelled_window(
+            self._source(cfg, "inference"), self._source(cfg, "labels"),
+            start=at - cfg.performance.window, end=at, as_of=at,
+            prediction_column=cfg.prediction_column, label_column=cfg.label_column,
+            version_column=cfg.version_column,
+        )
+        baseline = production.metrics.get("accuracy") if cfg.task == "classification" else None
+        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+            baseline = None
+        return PerformanceSensor.from_config(cfg).score(window, version=production.version,
+                                                        baseline_accuracy=baseline)
+
+    def _source(self, cfg: ModelConfig, role: str) -> TableSource:
+        key = (cfg.name, role)
+        if key not in self._sources:
+            self._sources[key] = self.source_factory(cfg.inference if role == "inference" else cfg.labels_source)
+        return self._sources[key]
+
+    @staticmethod
+    def _guarded(errors: list[StageError], model: str, sensor: str, measure: Callable[[], _T]) -> _T | None:
+        try:
+            return measure()
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the fleet
+            _record(errors, StageError(model, sensor, f"{sensor.capitalize()} sensor for model {model} failed: {exc}"),
+                    traceback=not isinstance(exc, MapeError))
+            return None
+
+
+def _record(errors: list[StageError], error: StageError, *, traceback: bool = False) -> None:
+    logger.error(error.message, exc_info=traceback)
+    errors.append(error)
+
+
+# ---------------------------------------------------------------------- observation rows
+
+
+def _value(value: float | int | bool | None) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list[Observation]:
+    """The ``drift.*`` rows of one report (see the module docstring)."""
+    summary = {
+        "drift.share_drifted": report.share_drifted,
+        "drift.n_drifted": report.n_drifted,
+        "drift.n_features": report.n_features,
+        "drift.min_q_value": report.min_q_value,
+        "drift.detected": report.detected,
+        "drift.n_reference": report.n_reference,
+        "drift.n_current": report.n_current,
+    }
+    rows = [Observation(time=at, model_id=model_id, sensor="drift", metric=metric, value=_value(value), labels={})
+            for metric, value in summary.items()]
+    for feature in report.features:
+        labels = {"feature": feature.feature, "test": feature.test}
+        values = {"statistic": feature.statistic, "p_value": feature.p_value, "q_value": feature.q_value,
+                  "drifted": feature.drifted}
+        rows += [Observation(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
+                             value=_value(value), labels=dict(labels)) for name, value in values.items()]
+    return rows
+
+
+def performance_observations(model_id: int, at: datetime, report: PerformanceReport) -> list[Observation]:
+    """The ``performance.*`` rows of one report (see the module docstring)."""
+    if report.task == "regression":
+        values = {"performance.mae": report.mae, "performance.rmse": report.rmse}
+    else:
+        values = {"performance.accuracy": report.accuracy, "performance.f1": report.f1,
+                  "performance.accuracy_drop": report.accuracy_drop}
+    values["performance.n_labelled"] = report.n_labelled
+    return [Observation(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
+                        labels={}) for metric, value in values.items()]

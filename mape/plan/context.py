@@ -1,0 +1,163 @@
+"""The evaluation context of one managed model: what policy conditions can see.
+
+What it does: :func:`build_context` reads the knowledge base as of a tick's
+logical time and returns a plain, JSON-serialisable mapping with the roots of
+:data:`CONTEXT_ROOTS`:
+
+``drift``
+    The newest summary observations (empty labels) named ``drift.<key>``:
+    ``share_drifted``, ``n_drifted``, ``n_features``, ``min_q_value``,
+    ``detected`` (a boolean), and whatever else the monitor reports.
+``performance``
+    The same for ``performance.<key>``: ``accuracy``, ``f1``,
+    ``accuracy_drop``, ``n_labelled``, ...
+``baseline``
+    The ``metrics`` of the production version (e.g. ``accuracy`` at
+    training time); empty without a production version.
+``symptoms``
+    Open symptoms by kind: ``{severity, opened_at (ISO 8601), age_seconds}``.
+``model``
+    ``name``, ``labels``, ``versions`` (how many), ``can_roll_back``, and,
+    with a production version, ``production_version`` (its number) and
+    ``production_age_seconds`` (since its promotion).
+``since_last``
+    By action type, seconds since the last acting (proposed, awaiting
+    approval, approved) decision of that action for this model; no key if
+    there has been none.
+
+A signal that is not available is absent, never zero: missing observations,
+non-finite values, and, with ``max_age``, observations (and symptoms not seen)
+older than ``at - max_age``. A condition that reads an absent key does not
+hold (see :mod:`mape.plan.expressions`), so a stale or missing signal never
+makes a policy fire. Metric keys named ``detected`` or ``*_detected`` become
+booleans; every other metric is a float (a CEL double), counts included, so
+``drift.n_drifted / drift.n_features`` is a ratio, not CEL's integer division.
+
+Who calls it: :class:`mape.plan.planner.Planner` once per model and tick (the
+context is stored as the decision's evidence); the dashboard and
+``mape policy`` commands may call it to show what a policy would see.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from knowledge import queries, registry
+from knowledge.tables import ManagedModel, Observation
+from mape._util.timeutil import ensure_utc
+from mape.plan.expressions import CONTEXT_ROOTS
+
+__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "build_context"]
+
+#: Context roots filled from observations: the metric name prefix is ``<root>.``.
+METRIC_ROOTS: tuple[str, ...] = ("drift", "performance")
+
+
+def _metric_value(key: str, value: float | None) -> bool | int | float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    if key == "detected" or key.endswith("_detected"):
+        return bool(value)
+    return value  # always a double, counts too: CEL's int arithmetic would make n_drifted / n_features 0
+
+
+def _json_scalar(value: Any) -> Any:
+    """Drop values JSON (and PostgreSQL's json type) cannot hold: NaN and infinities."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): v for k, v in ((k, _json_scalar(v)) for k, v in value.items()) if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_json_scalar(v) for v in value]
+    return value
+
+
+def _metrics(observations: dict[str, Observation], root: str, oldest: datetime | None) -> dict[str, Any]:
+    prefix = f"{root}."
+    result: dict[str, Any] = {}
+    for name, obs in sorted(observations.items()):
+        if not name.startswith(prefix) or (oldest is not None and ensure_utc(obs.time) < oldest):
+            continue
+        key = name[len(prefix):]
+        value = _metric_value(key, obs.value)
+        if key and value is not None:
+            result[key] = value
+    return result
+
+
+def _symptoms(session: Session, model_id: int, at: datetime, oldest: datetime | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for symptom in queries.open_symptoms(session, model_id):
+        opened = ensure_utc(symptom.opened_at)
+        if opened > at or (oldest is not None and ensure_utc(symptom.last_seen_at) < oldest):
+            continue
+        previous = result.get(symptom.kind)
+        if previous is not None and previous["opened_at"] <= opened.isoformat():
+            continue  # two open rows of one kind should not happen; keep the older
+        result[symptom.kind] = {
+            "severity": symptom.severity,
+            "opened_at": opened.isoformat(),
+            "age_seconds": (at - opened).total_seconds(),
+        }
+    return result
+
+
+def _model(session: Session, model: ManagedModel, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    assert model.id is not None
+    production = registry.production_version(session, model.id)
+    info: dict[str, Any] = {
+        "name": model.name,
+        "labels": dict(model.labels or {}),
+        "versions": len(registry.versions(session, model.id)),
+        "can_roll_back": registry.rollback_target(session, model.id) is not None,
+    }
+    baseline: dict[str, Any] = {}
+    if production is not None:
+        info["production_version"] = production.version
+        if production.promoted_at is not None:
+            info["production_age_seconds"] = (at - ensure_utc(production.promoted_at)).total_seconds()
+        baseline = _json_scalar(dict(production.metrics or {}))
+    return info, baseline
+
+
+def build_context(
+    session: Session, model: ManagedModel, at: datetime, *, max_age: timedelta | None = None
+) -> dict[str, Any]:
+    """The CEL evaluation context of ``model`` as of ``at``.
+
+    Parameters
+    ----------
+    session : Session
+        An open session on the knowledge base (only read).
+    model : ManagedModel
+        A stored managed model.
+    at : datetime
+        The tick's logical time (aware UTC): nothing observed after it is used.
+    max_age : timedelta, optional
+        Observations older than ``at - max_age``, and open symptoms last seen
+        before it, are left out. ``None``: no staleness bound.
+
+    Returns
+    -------
+    dict
+        ``{"drift": {...}, "performance": {...}, "baseline": {...},
+        "symptoms": {...}, "model": {...}, "since_last": {...}}``, see the
+        module docstring; JSON-serialisable.
+    """
+    if model.id is None:
+        raise ValueError(f"{model} has no id: store it before building its context")
+    at = ensure_utc(at)
+    oldest = at - max_age if max_age is not None else None
+    observations = queries.latest_metrics(session, model.id, until=at)
+    context: dict[str, Any] = {root: _metrics(observations, root, oldest) for root in METRIC_ROOTS}
+    context["model"], context["baseline"] = _model(session, model, at)
+    context["symptoms"] = _symptoms(session, model.id, at, oldest)
+    context["since_last"] = queries.last_action_times(session, model.id, at)
+    return {root: context[root] for root in CONTEXT_ROOTS}

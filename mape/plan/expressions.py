@@ -1,0 +1,137 @@
+"""CEL conditions of policies: compiled once at load, evaluated every tick.
+
+What it does: :class:`Condition` compiles a CEL string (the ``when`` and
+``unless`` of a policy) with the ``common-expression-language`` package,
+checks at load that it names only the roots of the evaluation context
+(:data:`CONTEXT_ROOTS`, suggesting the nearest one for a typo), and evaluates
+it against one model's context, insisting on a boolean result.
+
+Who calls it: :mod:`mape.plan.loader` builds conditions (turning
+:class:`ConditionError` into a :class:`~mape.errors.PolicyError` naming the
+file and field); :class:`mape.plan.planner.Planner` evaluates them and turns
+evaluation failures into reported, non-firing outcomes: a missing signal is
+never a reason to act.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import cel
+
+from mape.errors import ConditionError
+
+__all__ = ["CONTEXT_ROOTS", "Condition", "ConditionError"]
+
+#: The top-level names of the evaluation context (see :func:`mape.plan.context.build_context`).
+CONTEXT_ROOTS: tuple[str, ...] = ("drift", "performance", "baseline", "symptoms", "model", "since_last")
+
+# Comprehension macros bind a variable that references() reports like a context name:
+# ``list.exists(x, ...)``, ``map.all(k, v, ...)``.
+_BOUND_VARIABLES = re.compile(
+    r"\.\s*(?:all|exists|exists_one|existsOne|map|filter|transformList|transformMap)\s*\(\s*"
+    r"([A-Za-z_][A-Za-z0-9_]*)\s*,(?:\s*([A-Za-z_][A-Za-z0-9_]*)\s*,)?"
+)
+_PARSE_PREFIX = re.compile(r"^Failed to parse expression .*?: (?=ERROR)", re.DOTALL)
+
+
+def _bound_variables(expression: str) -> set[str]:
+    names: set[str] = set()
+    for match in _BOUND_VARIABLES.finditer(expression):
+        names.update(name for name in match.groups() if name)
+    return names
+
+
+def unknown_name_message(name: str, known: Collection[str]) -> str:
+    """The message for a name that is not a context root, with the nearest root as a suggestion.
+
+    >>> print(unknown_name_message("drfit", CONTEXT_ROOTS))  # doctest: +ELLIPSIS
+    unknown name 'drfit' (did you mean 'drift'?); the context has: baseline, drift, model, performance, ...
+    """
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown name {name!r}{hint}; the context has: {', '.join(sorted(known))}"
+
+
+class Condition:
+    """A compiled CEL condition over the evaluation context of one model.
+
+    Parameters
+    ----------
+    expression : str
+        CEL source, e.g. ``"'data_drift' in symptoms && performance.accuracy_drop > 0.03"``.
+    roots : collection of str
+        Top-level names the expression may use (default :data:`CONTEXT_ROOTS`).
+
+    Raises
+    ------
+    ConditionError
+        On a syntax error (the message carries the caret-marked position) or a
+        top-level name that is not among ``roots``.
+
+    Examples
+    --------
+    >>> condition = Condition("has(drift.share_drifted) && drift.share_drifted > 0.3")
+    >>> condition.evaluate({"drift": {"share_drifted": 0.5}})
+    True
+    >>> condition.evaluate({"drift": {}})
+    False
+    >>> Condition("drfit.share_drifted > 0.3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mape.errors.ConditionError: unknown name 'drfit' (did you mean 'drift'?); the context has: ...
+    """
+
+    def __init__(self, expression: str, *, roots: Collection[str] = CONTEXT_ROOTS) -> None:
+        self.expression = expression
+        self.roots = tuple(roots)
+        try:
+            self._program = cel.compile(expression)
+        except ValueError as exc:
+            detail = _PARSE_PREFIX.sub("", str(exc)).replace("ERROR: <input>:", "at ")
+            raise ConditionError(f"not a valid CEL expression: {detail}") from None
+        references = self._program.references()
+        variables = set(references.get("variables", ())) - _bound_variables(expression)
+        unknown = sorted(variables - set(self.roots))
+        if unknown:
+            raise ConditionError(unknown_name_message(unknown[0], self.roots))
+        #: The context roots the expression reads.
+        self.variables: frozenset[str] = frozenset(variables)
+
+    def evaluate(self, context: Mapping[str, Any]) -> bool:
+        """Evaluate against one model's context.
+
+        Raises
+        ------
+        ConditionError
+            When a signal is missing (``missing=True``: a map key or a root
+            is absent), on a type error, or when the result is not a boolean.
+            Callers treat every one of these as "does not hold".
+        """
+        try:
+            result = self._program.execute(dict(context))
+        except KeyError as exc:
+            raise ConditionError(f"signal not available: no key {exc.args[0]!r}", missing=True) from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if text.startswith("Undefined variable"):
+                raise ConditionError(f"signal not available: {text.split('.')[0]}", missing=True) from None
+            raise ConditionError(f"evaluation failed: {text}") from None
+        except TypeError as exc:
+            raise ConditionError(f"type error: {str(exc).split('.')[0]}") from None
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the Rust binding may panic; a condition never stops the loop
+            raise ConditionError(f"evaluation failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(result, bool):
+            raise ConditionError(f"the condition must be true or false; got {type(result).__name__} {result!r}")
+        return result
+
+    def __repr__(self) -> str:
+        return f"Condition({self.expression!r})"
+
+    def __str__(self) -> str:
+        return self.expression

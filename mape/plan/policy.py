@@ -1,0 +1,230 @@
+"""The policy file format (``apiVersion: mape/v1``, ``kind: Policy``): the single source of truth.
+
+What it does: pydantic models of one policy document, Kubernetes style
+(``apiVersion``, ``kind``, ``metadata``, ``spec``). Every model forbids unknown
+fields, so a typo (``cooldwn: 6h``) is an error naming the field, never a
+silently ignored setting. :func:`policy_json_schema` derives the JSON Schema
+that ``policies/policy.schema.json`` ships for editors
+(:func:`policy_schema_text` is that file's exact text; a test keeps them equal).
+
+Who calls it: :mod:`mape.plan.loader` validates parsed YAML into
+:class:`Policy`; the planner reads the validated fields. CEL conditions are
+kept as strings here and compiled by the loader
+(:mod:`mape.plan.expressions`), so this module stays free of CEL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
+
+from mape._util.timeutil import format_duration, parse_duration
+
+API_VERSION = "mape/v1"
+KIND = "Policy"
+
+#: Policy names: lowercase letters, digits and '-', starting and ending alphanumeric, at most 63 (a DNS label).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: Action types: what the action registry of the execute stage is keyed by.
+ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
+#: Priorities are stored in a 32-bit column; this range is far more than any policy library needs.
+PRIORITY_LIMIT = 1_000_000
+
+
+def _duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: a number and a unit (90s, 15m, 6h, 14d, 2w), or seconds.",
+        }
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metadata(_Strict):
+    """Who the policy is and who owns it.
+
+    Parameters
+    ----------
+    name : str
+        Unique name across the policy library (a DNS label: lowercase letters,
+        digits and ``-``). Decisions record it.
+    owner : str
+        Person or team to ask about the policy, e.g. an e-mail address.
+    description : str
+        One or two sentences on what the policy is for.
+    labels : dict of str to str
+        Free labels of the policy itself (not a selector).
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Unique policy name (a DNS label).")
+    owner: str = Field("", description="Person or team responsible for the policy.")
+    description: str = Field("", description="What the policy is for.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free labels of the policy itself.")
+
+
+class Selector(_Strict):
+    """Which managed models a policy applies to: all conditions must hold.
+
+    Parameters
+    ----------
+    models : list of str
+        Shell-style globs (``fnmatch``, case-sensitive) on the model name; the
+        model must match at least one. Default ``["*"]``: every model.
+    labels : dict of str to str
+        Every label must be present on the model with exactly this value.
+    """
+
+    models: list[str] = Field(default_factory=lambda: ["*"], description="Globs on the model name; one must match.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels the model must carry, all of them.")
+
+
+class ActionSpec(_Strict):
+    """What to do when the policy fires.
+
+    Parameters
+    ----------
+    type : str
+        An action type registered with the execute stage (``retrain``,
+        ``rollback``, ...); the loader refuses unknown types.
+    params : dict
+        Passed to the action, which validates them.
+    """
+
+    type: str = Field(pattern=ACTION_TYPE_PATTERN, description="Registered action type, e.g. retrain or rollback.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of the action.")
+
+    @field_validator("params")
+    @classmethod
+    def _json_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Params are stored in JSON columns; YAML would hand over dates and timestamps as Python objects.
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must hold only strings, numbers, booleans, lists and maps (quote dates): {exc}") from None
+        return value
+
+
+class PolicySpec(_Strict):
+    """When a policy fires and how its decision is treated.
+
+    Parameters
+    ----------
+    selector : Selector
+        Which models the policy applies to (default: all).
+    priority : int
+        Higher first when several policies fire for one model in one tick;
+        ties go to the safer action type, then to the policy name.
+    when : str
+        CEL condition over the evaluation context; the policy fires when it is
+        ``true``.
+    unless : str, optional
+        CEL guard: the policy does not fire when it is ``true`` (or cannot be
+        evaluated).
+    action : ActionSpec
+        What to do.
+    cooldown : timedelta
+        No new acting decision of the same action type for the same model
+        within this time after the last one (default ``1h``; ``0`` disables).
+    mode : {"enforce", "dry-run", "off"}
+        ``dry-run`` records what would be done without acting; ``off``
+        disables the policy.
+    approval : {"none", "required"}
+        ``required``: the decision waits for a person in the dashboard.
+    """
+
+    selector: Selector = Field(default_factory=Selector, description="Which managed models the policy applies to.")
+    priority: int = Field(0, ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT, description="Higher wins within a tick.")
+    when: str = Field(min_length=1, description="CEL condition; the policy fires when it is true.")
+    unless: str | None = Field(None, min_length=1, description="CEL guard; the policy is held back when it is true.")
+    action: ActionSpec
+    cooldown: Duration = Field(timedelta(hours=1), description="Quiet time after an acting decision of this action.",
+                               json_schema_extra={"default": "1h"})
+    mode: Literal["enforce", "dry-run", "off"] = Field("enforce", description="enforce, dry-run or off.")
+    approval: Literal["none", "required"] = Field("none", description="required: a person approves each decision.")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as the boolean false.
+        return "off" if value is False else value
+
+
+class Policy(_Strict):
+    """One policy document, as written in a YAML file under ``policies/``.
+
+    Parameters
+    ----------
+    apiVersion : {"mape/v1"}
+        Version of this format.
+    kind : {"Policy"}
+        Always ``Policy``.
+    metadata : Metadata
+        Name, owner, description, labels.
+    spec : PolicySpec
+        Selector, conditions, action and how decisions are treated.
+
+    Examples
+    --------
+    >>> policy = Policy.model_validate({
+    ...     "apiVersion": "mape/v1", "kind": "Policy", "metadata": {"name": "retrain-on-drift"},
+    ...     "spec": {"when": "drift.share_drifted > 0.3", "action": {"type": "retrain"}, "cooldown": "6h"},
+    ... })
+    >>> policy.spec.cooldown, policy.spec.mode, policy.spec.selector.models
+    (datetime.timedelta(seconds=21600), 'enforce', ['*'])
+    """
+
+    apiVersion: Literal["mape/v1"] = Field(description="Version of the policy format.")  # noqa: N815 - the file's key
+    kind: Literal["Policy"] = Field(description="Always Policy.")
+    metadata: Metadata
+    spec: PolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def __str__(self) -> str:
+        return f"policy {self.metadata.name}"
+
+
+def _summaries(schema: dict[str, Any]) -> None:
+    """Keep only the summary line of class docstrings (numpydoc sections are noise in an editor tooltip)."""
+    for definition in [schema, *schema.get("$defs", {}).values()]:
+        description = definition.get("description")
+        if isinstance(description, str):
+            definition["description"] = description.strip().split("\n\n")[0].replace("\n", " ")
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document, for editors and external validators.
+
+    >>> schema = policy_json_schema()
+    >>> schema["title"], sorted(schema["required"])
+    ('Policy', ['apiVersion', 'kind', 'metadata', 'spec'])
+    """
+    schema = Policy.model_json_schema()
+    _summaries(schema)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def policy_schema_text() -> str:
+    """The schema as the text of ``policies/policy.schema.json`` (sorted keys, two-space indent, final newline)."""
+    return json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,97 @@
+"""The demo scenario, end to end through Prefect: the decision trail in the knowledge base proves the loop closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlmodel import col, select
+
+from examples.credit.demo import MODEL, Scenario, create_engine, run_demo
+from examples.credit.serving import FEATURES
+from examples.credit.stream import generate
+from knowledge import queries, registry
+from knowledge.database import session_scope
+from knowledge.tables import ActionRun, Decision, ModelVersion, Observation, PolicyVersion, Symptom
+from mape.execute.training import load_artifact
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> tuple[bool, list[str], Path]:
+    directory = tmp_path_factory.mktemp("demo") / "run"
+    lines: list[str] = []
+    ok = run_demo(directory, echo=lines.append)
+    return ok, lines, directory
+
+
+def test_the_demo_reports_a_closed_loop(demo_run):
+    ok, lines, _ = demo_run
+    text = "\n".join(lines)
+    assert ok, text
+    assert "PROMOTED" in text and "REJECTED" in text
+    assert "the loop closed" in text
+
+
+def test_drift_is_observed_at_or_after_the_onset_and_not_before(demo_run):
+    _, _, directory = demo_run
+    scenario = Scenario()
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        model = registry.get_model(session, MODEL)
+        symptoms = session.exec(select(Symptom).where(Symptom.model_id == model.id, Symptom.kind == "data_drift")).all()
+        detected = session.exec(select(Observation).where(
+            Observation.model_id == model.id, Observation.metric == "drift.share_drifted",
+            col(Observation.value) >= 0.3)).all()
+    assert symptoms, "no data_drift symptom"
+    assert all(s.opened_at >= scenario.at(scenario.onset) for s in symptoms)
+    assert min(o.time for o in detected) >= scenario.at(scenario.onset)
+
+
+def test_the_retrain_decision_names_its_policy_version_and_evidence_and_its_run_succeeded(demo_run):
+    _, _, directory = demo_run
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        decision = session.exec(select(Decision).where(Decision.policy_name == "retrain-on-drift",
+                                                       Decision.status == "proposed")).first()
+        assert decision is not None
+        version = session.exec(select(PolicyVersion).where(PolicyVersion.sha256 == decision.policy_sha256)).one()
+        assert version.name == "retrain-on-drift" and "retrain" in version.text
+        evidence = str(decision.evidence)
+        assert "data_drift" in evidence and "share_drifted" in evidence
+        run = session.exec(select(ActionRun).where(ActionRun.decision_id == decision.id)).one()
+        assert run.state == "succeeded" and run.result["promoted"] is True
+        assert run.flow_run_id, "the action ran as a Prefect flow run"
+
+
+def test_the_promoted_version_beats_the_old_one_on_post_drift_data_and_accuracy_recovers(demo_run):
+    _, _, directory = demo_run
+    scenario = Scenario()
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        model = registry.get_model(session, MODEL)
+        versions = {v.version: v for v in registry.versions(session, model.id)}
+        promoted = [v for v in versions.values() if v.version > 1 and v.promoted_at is not None]
+        late = queries.observations_between(session, model.id, scenario.at(scenario.ticks - 4),
+                                            scenario.at(scenario.ticks), metrics=["performance.accuracy"])
+    assert promoted
+    fresh = generate(5000, drifted=True, rng=np.random.default_rng(99))
+    truth = fresh["label"].to_numpy()
+    old = np.mean(load_artifact(versions[1].artifact_uri).predict(fresh[FEATURES]) == truth)
+    new = np.mean(load_artifact(promoted[0].artifact_uri).predict(fresh[FEATURES]) == truth)
+    assert new > old + 0.1
+    assert late and min(o.value for o in late) > 0.85
+
+
+def test_the_candidate_trained_on_corrupted_labels_never_serves(demo_run):
+    _, _, directory = demo_run
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        manual = session.exec(select(Decision).where(Decision.policy_name == "manual")).one()
+        run = session.exec(select(ActionRun).where(ActionRun.decision_id == manual.id)).one()
+        bad = session.exec(select(ModelVersion).where(ModelVersion.version == run.result["version"])).one()
+    assert run.state == "succeeded" and run.result["promoted"] is False
+    assert bad.stage == "rejected" and bad.promoted_at is None
+    assert bad.evaluation["candidate"]["accuracy"] < bad.evaluation["champion"]["accuracy"]

@@ -1,0 +1,1 @@
+"""Tests of the Plan stage: policy files, conditions, context, planner."""
