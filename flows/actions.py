@@ -5,7 +5,6 @@ The flow itself holds no logic: the executor claims the run atomically and
 records its outcome, so a retried or duplicated flow run cannot act twice.
 """
 
-from __future__ import annotations
 
 from datetime import datetime
 

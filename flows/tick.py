@@ -1,5 +1,8 @@
 """The tick flow: one Prefect flow run per tick, one task per stage, one subflow per action.
 
+(No ``from __future__ import annotations`` in flow modules: Prefect builds each flow's parameter model
+from its annotations when it loads the flow by entrypoint, and string annotations fail there.)
+
 Who calls it: ``mape tick`` (one run, in-process), ``mape run`` (served on an
 interval by :mod:`flows.serve`), the demo and the tests.
 
@@ -8,7 +11,6 @@ start time, else now; so a Prefect retry of a scheduled run repeats the same
 tick, which the controller recognises and does not sense or plan twice.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime

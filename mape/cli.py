@@ -52,6 +52,8 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "uvicorn", "docket", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _apply_prefect_settings(settings) -> None:  # type: ignore[no-untyped-def]
@@ -98,6 +100,7 @@ def tick(config: ConfigOption = None,
     _logging(verbose)
     settings = _settings(config)
     _apply_prefect_settings(settings)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     from flows.tick import tick_flow
 
     report = tick_flow(config_file=str(settings.config_file) if settings.config_file else None, at=at)
@@ -110,10 +113,22 @@ def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--ve
     _logging(verbose)
     settings = _settings(config)
     _apply_prefect_settings(settings)
-    from flows.serve import serve
+    from contextlib import nullcontext
 
-    typer.echo(f"mape controller {settings.controller_id}: a tick every {settings.tick_interval}; SIGTERM stops it")
-    serve(str(settings.config_file) if settings.config_file else None, interval=settings.tick_interval)
+    from flows.serve import local_prefect_server, serve
+
+    config_file = str(settings.config_file) if settings.config_file else None
+    external = os.environ.get("PREFECT_API_URL")
+    server = nullcontext(external) if external else local_prefect_server(
+        port=settings.prefect.server_port, home=settings.prefect.home)
+    try:
+        with server as api_url:
+            os.environ["PREFECT_API_URL"] = api_url
+            typer.echo(f"mape controller {settings.controller_id}: a tick every {settings.tick_interval}, "
+                       f"Prefect API {api_url}; SIGTERM stops it")
+            serve(config_file, interval=settings.tick_interval)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
     typer.echo("mape controller stopped")
 
 

@@ -185,6 +185,9 @@ class PrefectSettings(_Strict):
     telemetry: bool = Field(False, description="Let Prefect send anonymous analytics (off: nothing leaves the machine).")
     api_url: str | None = Field(None, description="Prefect API URL; unset runs Prefect in its local, ephemeral mode.")
     home: Path | None = Field(None, description="PREFECT_HOME for the embedded mode (its SQLite database lives here).")
+    server_port: int = Field(4200, ge=1, le=65535,
+                             description="Port on 127.0.0.1 of the local Prefect server `mape run` starts when "
+                                         "no api_url is set (its UI is there too).")
 
 
 class Settings(BaseSettings):

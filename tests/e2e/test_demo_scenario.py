@@ -74,15 +74,18 @@ def test_the_promoted_version_beats_the_old_one_on_post_drift_data_and_accuracy_
         model = registry.get_model(session, MODEL)
         versions = {v.version: v for v in registry.versions(session, model.id)}
         promoted = [v for v in versions.values() if v.version > 1 and v.promoted_at is not None]
-        late = queries.observations_between(session, model.id, scenario.at(scenario.ticks - 4),
+        # the last three hours, after the labelling incident (hours 24-27, measured until hour 29) is over
+        late = queries.observations_between(session, model.id, scenario.at(scenario.ticks - 2),
                                             scenario.at(scenario.ticks), metrics=["performance.accuracy"])
+        production = registry.production_version(session, model.id)
     assert promoted
     fresh = generate(5000, drifted=True, rng=np.random.default_rng(99))
     truth = fresh["label"].to_numpy()
     old = np.mean(load_artifact(versions[1].artifact_uri).predict(fresh[FEATURES]) == truth)
     new = np.mean(load_artifact(promoted[0].artifact_uri).predict(fresh[FEATURES]) == truth)
     assert new > old + 0.1
-    assert late and min(o.value for o in late) > 0.85
+    assert production.version == promoted[0].version
+    assert len(late) == 3 and min(o.value for o in late) > 0.85
 
 
 def test_the_candidate_trained_on_corrupted_labels_never_serves(demo_run):

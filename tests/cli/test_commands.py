@@ -1,0 +1,65 @@
+"""The ``mape`` CLI: clear errors for bad input, and the commands people use headless."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mape.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_policy_validate_passes_the_shipped_library_and_names_file_and_field_of_a_bad_one(tmp_path: Path):
+    ok = runner.invoke(app, ["policy", "validate", str(REPO / "policies")])
+    assert ok.exit_code == 0, ok.output
+    assert "retrain-on-drift" in ok.output and "0 invalid" in ok.output
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: mape/v1\nkind: Policy\nmetadata: {name: bad}\n"
+                   "spec: {when: 'drift.share_drifted > 0.3', action: {type: retrian}}\n")
+    result = runner.invoke(app, ["policy", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.yaml" in result.output and "spec.action.type" in result.output and "retrian" in result.output
+
+
+def test_a_bad_configuration_exits_2_naming_the_file_and_the_field(tmp_path: Path):
+    config = tmp_path / "mape.yaml"
+    config.write_text(yaml.safe_dump({"tick_interval": "soon", "models": []}))
+    result = runner.invoke(app, ["config", "--config", str(config)])
+    assert result.exit_code == 2
+    assert str(config) in result.output and "tick_interval" in result.output and "soon" in result.output
+
+    config.write_text(yaml.safe_dump({"models": [{"name": "m", "features": {}, "training": {"entrypoint": "nocolon"},
+                                                  "inference": {"kind": "parquet", "path": "x"},
+                                                  "labels_source": {"kind": "parquet", "path": "y"}}]}))
+    result = runner.invoke(app, ["config", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "models[0].training.entrypoint" in result.output
+
+
+def test_db_upgrade_then_current(tmp_path: Path):
+    config = tmp_path / "mape.yaml"
+    config.write_text(yaml.safe_dump({"db_url": "sqlite:///kb.db"}))
+    up = runner.invoke(app, ["db", "upgrade", "--config", str(config)])
+    assert up.exit_code == 0, up.output
+    assert (tmp_path / "kb.db").exists()  # relative to the config file, not the working directory
+    current = runner.invoke(app, ["db", "current", "--config", str(config)])
+    assert "up to date" in current.output
+
+
+@pytest.mark.slow
+def test_tick_runs_one_flow_run_and_prints_its_report(tmp_path: Path, prefect_server: None):
+    config = tmp_path / "mape.yaml"
+    config.write_text(yaml.safe_dump({"db_url": "sqlite:///kb.db", "policies_dir": str(REPO / "policies")}))
+    result = runner.invoke(app, ["tick", "--config", str(config), "--at", "2026-03-02T10:00:00"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["at"].startswith("2026-03-02T10:00:00") and report["repeated"] is False
+    again = json.loads(runner.invoke(app, ["tick", "--config", str(config), "--at", "2026-03-02T10:00:00"]).stdout)
+    assert again["repeated"] is True
