@@ -223,6 +223,11 @@ def models_list(config: ConfigOption = None) -> None:
             for version in registry.versions(session, model.id):
                 accuracy = version.metrics.get("accuracy")
                 score = f" accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
+                gate = version.evaluation
+                if gate.get("candidate") and gate.get("champion"):
+                    metric = gate.get("metric", "accuracy")
+                    score += (f" (gate: {gate['candidate'][metric]:.3f} vs production v{gate.get('champion_version')} "
+                              f"{gate['champion'][metric]:.3f} on {gate.get('n')} rows)")
                 typer.echo(f"  v{version.version} {version.stage}{score} {version.artifact_uri}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -302,10 +303,23 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
     else:
         echo(f"the loop closed ({elapsed:.0f}s): drift detected after the onset, retrained, promoted, accuracy "
              "recovered; the candidate trained on corrupted labels was rejected.")
+    mape = _command_path()
     echo(f"knowledge base: {controller.settings.db_url}")
-    echo(f"inspect it:     mape models list --config {config_path}")
-    echo(f"dashboard:      mape dashboard --config {config_path}")
+    echo(f"inspect it:     {mape} models list --config {config_path}")
+    echo(f"dashboard:      {mape} dashboard --config {config_path}")
     return not problems
+
+
+def _command_path() -> str:
+    """``mape`` if it is on PATH, else its path in the running virtualenv (as after ``make demo``)."""
+    installed = Path(sys.executable).parent / "mape"
+    found = shutil.which("mape")
+    if found and Path(found).resolve() == installed.resolve():
+        return "mape"
+    try:
+        return str(installed.relative_to(Path.cwd()))
+    except ValueError:
+        return str(installed)
 
 
 def create_engine(directory: Path) -> Any:

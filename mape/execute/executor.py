@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -122,16 +122,12 @@ class Executor:
 
     def runnable(self, session: Session, at: datetime) -> list[int]:
         """Ids of pending runs whose time has come, oldest first."""
-        rows = session.exec(
-            select(ActionRun.id).where(col(ActionRun.state).in_([S.pending.value, S.scheduled.value]))
+        return list(session.exec(
+            select(ActionRun.id)
+            .where(col(ActionRun.state).in_([S.pending.value, S.scheduled.value]),
+                   or_(col(ActionRun.scheduled_for).is_(None), col(ActionRun.scheduled_for) <= at))
             .order_by(col(ActionRun.id))
-        ).all()
-        ready = []
-        for run_id in rows:
-            run = session.get(ActionRun, run_id)
-            if run is not None and (run.scheduled_for is None or run.scheduled_for <= at):
-                ready.append(run_id)
-        return ready
+        ).all())
 
     # ------------------------------------------------------------------ run
 

@@ -63,3 +63,41 @@ def test_tick_runs_one_flow_run_and_prints_its_report(tmp_path: Path, prefect_se
     assert report["at"].startswith("2026-03-02T10:00:00") and report["repeated"] is False
     again = json.loads(runner.invoke(app, ["tick", "--config", str(config), "--at", "2026-03-02T10:00:00"]).stdout)
     assert again["repeated"] is True
+
+
+def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_an_approved_decision(tmp_path: Path):
+    from sqlmodel import select
+
+    from examples.credit.demo import write_config
+    from knowledge import registry
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.migrate import upgrade
+    from knowledge.tables import AuditEvent, Decision
+
+    config = write_config(tmp_path, REPO / "policies")
+    url = f"sqlite:///{tmp_path / 'mape.db'}"
+    upgrade(url)
+    engine = create_engine_for(url)
+    with session_scope(engine) as session:
+        model = registry.upsert_model(session, name="credit-risk")
+        v1 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v1", metrics={"accuracy": 0.9})
+        registry.promote(session, v1, actor="test")
+        v2 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v2")
+        registry.reject(session, v2, actor="test", reason="worse", evaluation={
+            "metric": "accuracy", "candidate": {"accuracy": 0.5}, "champion": {"accuracy": 0.9},
+            "champion_version": 1, "n": 800})
+
+    listed = runner.invoke(app, ["models", "list", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert "v1 production accuracy 0.900" in listed.output
+    assert "v2 rejected (gate: 0.500 vs production v1 0.900 on 800 rows)" in listed.output
+
+    unknown = runner.invoke(app, ["actions", "request", "nope", "retrain", "--reason", "x", "--config", str(config)])
+    assert unknown.exit_code == 2 and "no managed model named 'nope'" in unknown.output
+    asked = runner.invoke(app, ["actions", "request", "credit-risk", "retrain", "--reason", "fresh data",
+                                "--actor", "alice", "--param", "window=6h", "--config", str(config)])
+    assert asked.exit_code == 0, asked.output
+    with session_scope(engine) as session:
+        decision = session.exec(select(Decision)).one()
+        assert (decision.status, decision.decided_by, decision.params) == ("approved", "alice", {"window": "6h"})
+        assert session.exec(select(AuditEvent).where(AuditEvent.kind == "decision.requested")).one().actor == "alice"
