@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from benchmarks import prefect_tick_overhead
+from benchmarks import planning, prefect_tick_overhead
 
 
 def main() -> None:
-    for module in (prefect_tick_overhead,):
+    for module in (prefect_tick_overhead, planning):
         print(f"== {module.__name__}")
         module.main()
 

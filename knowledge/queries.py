@@ -2,7 +2,9 @@
 
 Who calls it: the monitor writes observations; analyze reads metric series and
 opens or closes symptoms; the planner reads the latest signals, open symptoms,
-recent decisions and in-flight actions; the executor and the dashboard read
+recent decisions and in-flight actions, keeps the pending/firing state of
+policies with ``for`` and expires decisions left awaiting approval; the CLI
+pauses and resumes policies and models; the executor and the dashboard read
 decisions and action runs. Aggregation happens in SQL, never by loading whole
 tables.
 """
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -25,7 +27,11 @@ from knowledge.tables import (
     Decision,
     DecisionStatus,
     ManagedModel,
+    ModelVersion,
     Observation,
+    Pause,
+    PauseScope,
+    PolicyState,
     PolicyVersion,
     Symptom,
     SymptomStatus,
@@ -243,3 +249,213 @@ def action_runs(session: Session, *, model_id: int | None = None, limit: int = 1
     if model_id is not None:
         query = query.where(ActionRun.model_id == model_id)
     return list(session.exec(query.order_by(col(ActionRun.id)).limit(limit)))
+
+
+# --------------------------------------------------------------------------- fleet-wide reads (one query each)
+
+
+def latest_summary_metrics_fleet(
+    session: Session, model_ids: Sequence[int], *, until: datetime, since: datetime | None = None,
+    prefixes: Sequence[str] = ("drift.", "performance."),
+) -> dict[int, dict[str, Observation]]:
+    """The newest summary observation (empty labels) of each metric of each model, in one query.
+
+    ``since`` bounds the scan to recent rows (the staleness bound): with the
+    (model, metric, time) index, a planning pass then reads only the last ticks.
+    """
+    if not model_ids:
+        return {}
+    where = [col(Observation.model_id).in_(list(model_ids)), Observation.time <= until]
+    if since is not None:
+        where.append(Observation.time >= since)
+    prefix_match = [col(Observation.metric).startswith(p) for p in prefixes]
+    newest = (
+        select(Observation.model_id, Observation.metric, func.max(Observation.time).label("t"))
+        .where(*where, or_(*prefix_match), ~col(Observation.metric).startswith("drift.feature."))
+        .group_by(Observation.model_id, Observation.metric)
+        .subquery()
+    )
+    query = select(Observation).join(newest, and_(
+        Observation.model_id == newest.c.model_id, Observation.metric == newest.c.metric,
+        Observation.time == newest.c.t))
+    result: dict[int, dict[str, Observation]] = {}
+    for obs in session.exec(query.order_by(col(Observation.id))):
+        if not obs.labels:
+            result.setdefault(obs.model_id, {})[obs.metric] = obs
+    return result
+
+
+def open_symptoms_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list[Symptom]]:
+    result: dict[int, list[Symptom]] = {}
+    if not model_ids:
+        return result
+    query = select(Symptom).where(Symptom.status == SymptomStatus.open.value,
+                                  col(Symptom.model_id).in_(list(model_ids)))
+    for symptom in session.exec(query.order_by(col(Symptom.opened_at))):
+        result.setdefault(symptom.model_id, []).append(symptom)
+    return result
+
+
+def versions_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list[ModelVersion]]:
+    result: dict[int, list[ModelVersion]] = {}
+    if not model_ids:
+        return result
+    query = select(ModelVersion).where(col(ModelVersion.model_id).in_(list(model_ids)))
+    for version in session.exec(query.order_by(col(ModelVersion.version))):
+        result.setdefault(version.model_id, []).append(version)
+    return result
+
+
+def last_action_times_fleet(session: Session, model_ids: Sequence[int], at: datetime) -> dict[int, dict[str, float]]:
+    """Like :func:`last_action_times`, for many models in one grouped query."""
+    result: dict[int, dict[str, float]] = {}
+    if not model_ids:
+        return result
+    rows = session.exec(
+        select(Decision.model_id, Decision.action, func.max(Decision.created_at))
+        .where(col(Decision.model_id).in_(list(model_ids)), col(Decision.status).in_(list(ACTED_STATUSES)),
+               Decision.created_at <= at)
+        .group_by(Decision.model_id, Decision.action)
+    )
+    for model_id, action, last in rows:
+        if last is not None:
+            result.setdefault(model_id, {})[action] = (at - ensure_utc(last)).total_seconds()
+    return result
+
+
+def count_acting_decisions(session: Session, model_id: int, policy_name: str, *, since: datetime,
+                           until: datetime) -> int:
+    """How many acting decisions (proposed, awaiting approval, approved) a policy made for a model in ``(since, until]``."""
+    return session.exec(
+        select(func.count()).select_from(Decision)
+        .where(Decision.model_id == model_id, Decision.policy_name == policy_name,
+               col(Decision.status).in_(list(ACTED_STATUSES)), Decision.created_at > since,
+               Decision.created_at <= until)
+    ).one()
+
+
+def expire_decisions(session: Session, at: datetime, *, actor: str) -> list[Decision]:
+    """Mark ``awaiting_approval`` decisions whose ``expires_at`` is at or before ``at`` as ``expired``.
+
+    Each one is changed with a compare-and-set on its status, so a person who
+    approves or rejects it at the same moment wins or loses cleanly, never both;
+    each expiry appends a ``decision.expired`` audit event. Returns the decisions
+    this call expired (none on a repeated call).
+    """
+    at = ensure_utc(at)
+    due = session.exec(
+        select(Decision)
+        .where(Decision.status == DecisionStatus.awaiting_approval.value, col(Decision.expires_at).is_not(None),
+               col(Decision.expires_at) <= at)
+        .order_by(col(Decision.id))
+    ).all()
+    expired: list[Decision] = []
+    for decision in due:
+        result = session.execute(
+            update(Decision)
+            .where(col(Decision.id) == decision.id, col(Decision.status) == DecisionStatus.awaiting_approval.value)
+            .values(status=DecisionStatus.expired.value, decided_by=actor, decided_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.refresh(decision)
+        assert decision.expires_at is not None
+        audit.record(session, actor=actor, kind="decision.expired", subject=str(decision), time=at,
+                     payload={"decision_id": decision.id, "model_id": decision.model_id,
+                              "policy": decision.policy_name, "action": decision.action,
+                              "created_at": ensure_utc(decision.created_at).isoformat(),
+                              "expires_at": ensure_utc(decision.expires_at).isoformat()})
+        expired.append(decision)
+    return expired
+
+
+# --------------------------------------------------------------------------- policy state (for / keep_firing_for)
+
+
+def policy_state(session: Session, model_id: int, policy_name: str) -> PolicyState | None:
+    return session.exec(
+        select(PolicyState).where(PolicyState.model_id == model_id, PolicyState.policy_name == policy_name)
+    ).first()
+
+
+def save_policy_state(session: Session, state: PolicyState) -> tuple[PolicyState, bool]:
+    """Store a policy's state; returns (row, saved).
+
+    A new row whose (model, policy) another controller stored first is not
+    saved: the stored row is returned with ``saved`` False, and the caller
+    treats the other controller's evaluation as the one that counts.
+    """
+    if state.id is not None:
+        session.add(state)
+        session.flush()
+        return state, True
+    try:
+        with session.begin_nested():
+            session.add(state)
+            session.flush()
+    except IntegrityError:
+        found = policy_state(session, state.model_id, state.policy_name)
+        assert found is not None
+        return found, False
+    return state, True
+
+
+# --------------------------------------------------------------------------- pauses
+
+
+def _scope(scope: str | PauseScope) -> str:
+    value = scope.value if isinstance(scope, PauseScope) else str(scope)
+    if value not in {s.value for s in PauseScope}:
+        raise ValueError(f"The 'scope' parameter of pause must be 'policy' or 'model'. Got {value!r} instead.")
+    return value
+
+
+def active_pause(session: Session, scope: str | PauseScope, name: str) -> Pause | None:
+    """The pause of one policy or model, if it is paused."""
+    return session.exec(select(Pause).where(Pause.scope == _scope(scope), Pause.name == name)).first()
+
+
+def pauses(session: Session) -> list[Pause]:
+    """Every pause in force, oldest first."""
+    return list(session.exec(select(Pause).order_by(col(Pause.paused_at), col(Pause.id))))
+
+
+def pause(session: Session, scope: str | PauseScope, name: str, *, actor: str, reason: str,
+          at: datetime | None = None) -> tuple[Pause, bool]:
+    """Pause a policy (all its decisions) or a model (every policy's decisions for it); audited.
+
+    Returns (pause, created): pausing what is already paused changes nothing
+    and returns the pause in force, with its original author and reason.
+    """
+    value = _scope(scope)
+    existing = active_pause(session, value, name)
+    if existing is not None:
+        return existing, False
+    row = Pause(scope=value, name=name, paused_by=actor, reason=reason, paused_at=ensure_utc(at or utcnow()))
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        found = active_pause(session, value, name)
+        assert found is not None
+        return found, False
+    audit.record(session, actor=actor, kind=f"{value}.paused", subject=f"{value} {name}",
+                 payload={"reason": reason}, time=row.paused_at)
+    return row, True
+
+
+def resume(session: Session, scope: str | PauseScope, name: str, *, actor: str,
+           at: datetime | None = None) -> Pause | None:
+    """Lift the pause of a policy or model; audited. Returns the lifted pause, or None if it was not paused."""
+    value = _scope(scope)
+    existing = active_pause(session, value, name)
+    if existing is None:
+        return None
+    session.delete(existing)
+    session.flush()
+    audit.record(session, actor=actor, kind=f"{value}.resumed", subject=f"{value} {name}", time=ensure_utc(at or utcnow()),
+                 payload={"paused_by": existing.paused_by, "paused_at": ensure_utc(existing.paused_at).isoformat(),
+                          "reason": existing.reason})
+    return existing

@@ -44,8 +44,9 @@ class DecisionStatus(str, Enum):
     awaiting_approval = "awaiting_approval"
     approved = "approved"
     rejected = "rejected"
-    suppressed = "suppressed"  # cooldown, a busy model, or a higher-priority decision won; see reason
+    suppressed = "suppressed"  # paused, cooldown, rate limit, a busy model, or a higher-priority decision won
     dry_run = "dry_run"
+    expired = "expired"  # awaited approval past its policy's approval_timeout (expires_at)
 
 
 class ActionState(str, Enum):
@@ -58,6 +59,13 @@ class ActionState(str, Enum):
     failed = "failed"
     cancelled = "cancelled"
     timed_out = "timed_out"
+
+
+class PauseScope(str, Enum):
+    """What a pause holds back: every decision of one policy, or every decision for one model."""
+
+    policy = "policy"
+    model = "model"
 
 
 class SymptomStatus(str, Enum):
@@ -176,13 +184,16 @@ class DecisionBase(SQLModel):
     reason: str = ""
     actor: str = ""
     priority: int = 0
+    expires_at: Optional[datetime] = Field(
+        default=None, description="Deadline of an awaiting_approval decision (its policy's approval_timeout).")
 
 
 class Decision(DecisionBase, table=True):
     """A policy fired for a model: what the planner decided, why, and on what evidence."""
 
     __tablename__ = "decision"
-    __table_args__ = (Index("ix_decision_model_action_time", "model_id", "action", "created_at"),)
+    __table_args__ = (Index("ix_decision_model_action_time", "model_id", "action", "created_at"),
+                      Index("ix_decision_status_expires_at", "status", "expires_at"))
     id: Optional[int] = Field(default=None, primary_key=True)
     dedup_key: str = Field(unique=True, max_length=300, description="model/policy/tick: a repeated tick adds nothing.")
     decided_by: Optional[str] = None
@@ -240,6 +251,53 @@ class PolicyVersion(SQLModel, table=True):
     source: str = ""
     author: str = ""
     loaded_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyState(SQLModel, table=True):
+    """Where a policy with ``for`` or ``keep_firing_for`` stands for one model (pending, firing, or neither).
+
+    The planner's progress record for those two durations, kept here rather than
+    in memory so that a restarted controller resumes where the last one stopped.
+    ``pending_since``: start of the current active period (every evaluation since
+    held, or the policy is kept firing); ``last_true_at``: the last evaluation on
+    which the condition held; ``firing_since``: when the policy started firing,
+    null while it is only pending; ``updated_at``: the logical time of the last
+    evaluation (an evaluation at or before it changes nothing).
+    """
+
+    __tablename__ = "policy_state"
+    __table_args__ = (UniqueConstraint("model_id", "policy_name", name="uq_policy_state"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="managed_model.id")
+    policy_name: str = Field(max_length=200)
+    pending_since: Optional[datetime] = None
+    last_true_at: Optional[datetime] = None
+    firing_since: Optional[datetime] = None
+    updated_at: datetime
+
+    @property
+    def firing(self) -> bool:
+        return self.firing_since is not None
+
+    def __str__(self) -> str:
+        what = "firing" if self.firing else ("pending" if self.pending_since is not None else "inactive")
+        return f"policy {self.policy_name} on model id {self.model_id} ({what})"
+
+
+class Pause(SQLModel, table=True):
+    """A person has paused a policy (everywhere) or a model (for every policy): its decisions are suppressed."""
+
+    __tablename__ = "pause"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_pause_scope_name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=20, description="policy or model (PauseScope).")
+    name: str = Field(max_length=200)
+    paused_by: str = Field(max_length=200)
+    reason: str = ""
+    paused_at: datetime = Field(default_factory=utcnow)
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.name} paused by {self.paused_by} at {self.paused_at.isoformat()}: {self.reason}"
 
 
 class AuditEvent(SQLModel, table=True):

@@ -205,6 +205,57 @@ def policy_validate(paths: Annotated[list[Path], typer.Argument(help="Policy fil
     raise typer.Exit(1 if bad else 0)
 
 
+@policy_app.command("test")
+def policy_test(paths: Annotated[list[Path], typer.Argument(help="Policy test files (*.test.yaml) or directories.")],
+                verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the planner's decisions.")] = False,
+                ) -> None:
+    """Run policy unit tests through the real planner. Exit 1 if any test fails or any test file is invalid."""
+    _logging(verbose)
+    from mape.execute import actions as _actions  # noqa: F401
+    from mape.execute.registry import default_registry
+    from mape.plan.testing import PolicyTestReport, run_policy_tests
+
+    report = PolicyTestReport()
+    for path in paths:
+        report.extend(run_policy_tests(path, known_actions=default_registry.names()))
+    for result in report.results:
+        typer.echo(str(result))
+    for error in report.errors:
+        typer.echo(f"invalid: {error}", err=True)
+    typer.echo(str(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@policy_app.command("explain")
+def policy_explain(decision_id: Annotated[int, typer.Argument(help="The decision's id.")],
+                   config: ConfigOption = None,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+                   ) -> None:
+    """Why a decision was taken or held back: policy version, conditions, evidence, status, action run."""
+    from knowledge.database import create_engine_for, session_scope
+    from mape.plan.explain import explain_decision
+
+    settings = _settings(config)
+    engine = create_engine_for(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            explanation = explain_decision(session, decision_id)
+    finally:
+        engine.dispose()
+    if explanation is None:
+        _fail(f"no decision {decision_id} in the knowledge base at {settings.db_url}")
+    assert explanation is not None
+    typer.echo(json.dumps(explanation.as_dict(), indent=2) if as_json else str(explanation))
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of the policy file format (the text of policies/policy.schema.json)."""
+    from mape.plan.policy import policy_schema_text
+
+    typer.echo(policy_schema_text(), nl=False)
+
+
 # ---------------------------------------------------------------------------------------------- models
 
 
@@ -266,6 +317,108 @@ def actions_request(
     except (KeyError, LookupError) as exc:
         _fail(str(exc).strip("'\""))
     typer.echo(f"decision {decision.id}: {action} on {model} approved by {actor}; it runs at the next tick")
+
+
+# ---------------------------------------------------------------------------------------------- pauses
+
+PausePolicyOption = Annotated[Optional[str], typer.Option("--policy", help="A policy: paused for every model.")]
+PauseModelOption = Annotated[Optional[str], typer.Option("--model", help="A managed model: paused for every policy.")]
+ActorOption = Annotated[str, typer.Option(help="Who; recorded with the pause and in the audit trail.")]
+
+
+def _pause_target(policy: str | None, model: str | None) -> tuple[str, str]:
+    if (policy is None) == (model is None):
+        what = "both" if policy is not None else "neither"
+        _fail(f"name exactly one of --policy NAME or --model NAME (got {what})")
+    return ("policy", policy) if policy is not None else ("model", model)  # type: ignore[return-value]
+
+
+def _knowledge_engine(settings):  # type: ignore[no-untyped-def]
+    from knowledge.database import create_engine_for
+    from knowledge.migrate import upgrade
+
+    upgrade(settings.db_url)
+    return create_engine_for(settings.db_url)
+
+
+@app.command("pause")
+def pause(
+    reason: Annotated[str, typer.Option(help="Why; shown in every decision the pause suppresses.")],
+    policy: PausePolicyOption = None,
+    model: PauseModelOption = None,
+    actor: ActorOption = os.environ.get("USER", "operator"),
+    config: ConfigOption = None,
+) -> None:
+    """Pause a policy or a model: from the next tick its decisions are recorded as suppressed, never acted on."""
+    from sqlmodel import select
+
+    from knowledge import queries
+    from knowledge.database import session_scope
+    from knowledge.tables import PolicyVersion
+
+    scope, name = _pause_target(policy, model)
+    if not reason.strip():
+        _fail("--reason must say why (it is shown in every decision the pause suppresses)")
+    settings = _settings(config)
+    engine = _knowledge_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            if scope == "model":
+                known = set(queries.models_by_name(session)) | {m.name for m in settings.models}
+            else:
+                known = set(session.exec(select(PolicyVersion.name)))
+            row, created = queries.pause(session, scope, name, actor=actor, reason=reason)
+    finally:
+        engine.dispose()
+    if created and name not in known:
+        typer.echo(f"warning: no {scope} named {name!r} is known yet; paused it anyway", err=True)
+    if created:
+        typer.echo(f"{row}; resume with: mape resume --{scope} {name}")
+    else:
+        typer.echo(f"{scope} {name} is already paused: {row}")
+
+
+@app.command("resume")
+def resume(
+    policy: PausePolicyOption = None,
+    model: PauseModelOption = None,
+    actor: ActorOption = os.environ.get("USER", "operator"),
+    config: ConfigOption = None,
+) -> None:
+    """Lift the pause of a policy or a model; its policies decide again from the next tick."""
+    from knowledge import queries
+    from knowledge.database import session_scope
+
+    scope, name = _pause_target(policy, model)
+    settings = _settings(config)
+    engine = _knowledge_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            lifted = queries.resume(session, scope, name, actor=actor)
+    finally:
+        engine.dispose()
+    if lifted is None:
+        _fail(f"{scope} {name} is not paused (see mape pauses)")
+    typer.echo(f"{scope} {name} resumed by {actor} (it was {lifted})")
+
+
+@app.command("pauses")
+def pauses(config: ConfigOption = None) -> None:
+    """Every pause in force: what, by whom, since when, why."""
+    from knowledge import queries
+    from knowledge.database import session_scope
+
+    settings = _settings(config)
+    engine = _knowledge_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            rows = queries.pauses(session)
+    finally:
+        engine.dispose()
+    if not rows:
+        typer.echo("nothing is paused")
+    for row in rows:
+        typer.echo(str(row))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -5,10 +5,13 @@ format, :mod:`mape.plan.loader` reads a directory of them, refusing bad files
 one by one). Each tick, :class:`~mape.plan.planner.Planner` builds the
 evaluation context of every managed model from the knowledge base
 (:mod:`mape.plan.context`), evaluates the CEL conditions of the policies that
-select the model (:mod:`mape.plan.expressions`), and writes one
-:class:`knowledge.tables.Decision` row per firing policy: proposed, awaiting
-approval, dry-run or suppressed (busy model, cooldown, outranked), with at most
-one acting decision per model per tick.
+select the model (:mod:`mape.plan.expressions`), applies ``for`` and
+``keep_firing_for`` (:mod:`mape.plan.firing`, state in the knowledge base), and
+writes one :class:`knowledge.tables.Decision` row per firing policy: proposed,
+awaiting approval, dry-run or suppressed (paused, busy model, cooldown, rate
+limit, outranked), with at most one acting decision per model per tick.
+Decisions left awaiting approval past their policy's ``approval_timeout``
+expire at the next pass.
 
 Who calls it: the controller loads the policies at start (and on reload) with
 :func:`load_policies`, builds a :class:`Planner`, and calls

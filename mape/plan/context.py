@@ -41,17 +41,18 @@ context is stored as the decision's evidence); the dashboard and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
-from knowledge import queries, registry
-from knowledge.tables import ManagedModel, Observation
+from knowledge import queries
+from knowledge.tables import ManagedModel, ModelVersion, Observation, Stage, Symptom
 from mape._util.timeutil import ensure_utc
 from mape.plan.expressions import CONTEXT_ROOTS
 
-__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "build_context"]
+__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "build_context", "build_contexts"]
 
 #: Context roots filled from observations: the metric name prefix is ``<root>.``.
 METRIC_ROOTS: tuple[str, ...] = ("drift", "performance")
@@ -92,9 +93,9 @@ def _metrics(observations: dict[str, Observation], root: str, oldest: datetime |
     return result
 
 
-def _symptoms(session: Session, model_id: int, at: datetime, oldest: datetime | None) -> dict[str, Any]:
+def _symptoms(symptoms: list[Symptom], at: datetime, oldest: datetime | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for symptom in queries.open_symptoms(session, model_id):
+    for symptom in symptoms:
         opened = ensure_utc(symptom.opened_at)
         if opened > at or (oldest is not None and ensure_utc(symptom.last_seen_at) < oldest):
             continue
@@ -109,14 +110,14 @@ def _symptoms(session: Session, model_id: int, at: datetime, oldest: datetime | 
     return result
 
 
-def _model(session: Session, model: ManagedModel, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
-    assert model.id is not None
-    production = registry.production_version(session, model.id)
+def _model(model: ManagedModel, versions: list[ModelVersion], at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    production = next((v for v in versions if v.stage == Stage.production.value), None)
     info: dict[str, Any] = {
         "name": model.name,
         "labels": dict(model.labels or {}),
-        "versions": len(registry.versions(session, model.id)),
-        "can_roll_back": registry.rollback_target(session, model.id) is not None,
+        "versions": len(versions),
+        # the same rule as knowledge.registry.rollback_target: a retired version that once served
+        "can_roll_back": any(v.stage == Stage.archived.value and v.promoted_at is not None for v in versions),
     }
     baseline: dict[str, Any] = {}
     if production is not None:
@@ -125,6 +126,38 @@ def _model(session: Session, model: ManagedModel, at: datetime) -> tuple[dict[st
             info["production_age_seconds"] = (at - ensure_utc(production.promoted_at)).total_seconds()
         baseline = _json_scalar(dict(production.metrics or {}))
     return info, baseline
+
+
+def build_contexts(
+    session: Session, models: Sequence[ManagedModel], at: datetime, *, max_age: timedelta | None = None
+) -> dict[int, dict[str, Any]]:
+    """The contexts of many models as of ``at``, by model id, in a handful of fleet-wide queries.
+
+    The same as :func:`build_context` for each model (which calls this); a
+    planning pass over a fleet costs a few queries, not a few per model.
+    """
+    at = ensure_utc(at)
+    oldest = at - max_age if max_age is not None else None
+    ids = []
+    for model in models:
+        if model.id is None:
+            raise ValueError(f"{model} has no id: store it before building its context")
+        ids.append(model.id)
+    observations = queries.latest_summary_metrics_fleet(session, ids, until=at, since=oldest,
+                                                        prefixes=tuple(f"{root}." for root in METRIC_ROOTS))
+    symptoms = queries.open_symptoms_fleet(session, ids)
+    versions = queries.versions_fleet(session, ids)
+    since_last = queries.last_action_times_fleet(session, ids, at)
+    contexts: dict[int, dict[str, Any]] = {}
+    for model in models:
+        assert model.id is not None
+        own = observations.get(model.id, {})
+        context: dict[str, Any] = {root: _metrics(own, root, oldest) for root in METRIC_ROOTS}
+        context["model"], context["baseline"] = _model(model, versions.get(model.id, []), at)
+        context["symptoms"] = _symptoms(symptoms.get(model.id, []), at, oldest)
+        context["since_last"] = since_last.get(model.id, {})
+        contexts[model.id] = {root: context[root] for root in CONTEXT_ROOTS}
+    return contexts
 
 
 def build_context(
@@ -153,11 +186,4 @@ def build_context(
     """
     if model.id is None:
         raise ValueError(f"{model} has no id: store it before building its context")
-    at = ensure_utc(at)
-    oldest = at - max_age if max_age is not None else None
-    observations = queries.latest_metrics(session, model.id, until=at)
-    context: dict[str, Any] = {root: _metrics(observations, root, oldest) for root in METRIC_ROOTS}
-    context["model"], context["baseline"] = _model(session, model, at)
-    context["symptoms"] = _symptoms(session, model.id, at, oldest)
-    context["since_last"] = queries.last_action_times(session, model.id, at)
-    return {root: context[root] for root in CONTEXT_ROOTS}
+    return build_contexts(session, [model], at, max_age=max_age)[model.id]

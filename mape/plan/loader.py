@@ -22,6 +22,7 @@ policy validate`` (directory or single file, :func:`load_policy_text`); tests.
 from __future__ import annotations
 
 import difflib
+import typing
 import hashlib
 import os
 from collections.abc import Collection, Iterable, Sequence
@@ -142,15 +143,27 @@ def _location(loc: Sequence[Any]) -> str:
 
 
 def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The pydantic model whose field ``loc[-1]`` is, for suggesting field names."""
+    """The pydantic model whose field ``loc[-1]`` is, for suggesting field names.
+
+    ``loc`` holds the names as written in YAML (aliases such as ``for``);
+    optional sub-models (``rate_limit: RateLimit | None``) are unwrapped.
+    """
     model: type[BaseModel] = Policy
     for item in loc[:-1]:
-        info = model.model_fields.get(str(item))
-        annotation = info.annotation if info is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        info = next((f for name, f in model.model_fields.items() if (f.alias or name) == str(item)), None)
+        if info is None:
             return None
-        model = annotation
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
     return model
+
+
+def _yaml_names(model: type[BaseModel]) -> list[str]:
+    """The field names a policy author writes: aliases where a field has one (``for``, not ``for_``)."""
+    return sorted(info.alias or name for name, info in model.model_fields.items())
 
 
 def _validation_errors(exc: ValidationError, source: str) -> list[PolicyError]:
@@ -162,7 +175,7 @@ def _validation_errors(exc: ValidationError, source: str) -> list[PolicyError]:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             model = _model_at(loc)
-            allowed = sorted(model.model_fields) if model is not None else []
+            allowed = _yaml_names(model) if model is not None else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             message = f"unknown field{hint}; allowed here: {', '.join(allowed)}"

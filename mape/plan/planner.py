@@ -1,18 +1,28 @@
 """The planner: one tick's decisions for the whole fleet, from policies and the knowledge base.
 
-What it does: for every managed model, :meth:`Planner.plan` takes the policies
-whose selector matches (and whose mode is not ``off``), evaluates ``when`` and
-``unless`` against the model's context (:func:`mape.plan.context.build_context`),
-ranks the firing policies, and writes one :class:`knowledge.tables.Decision`
-per firing policy. The status of each decision is decided in this order:
+What it does: each pass first expires the ``awaiting_approval`` decisions
+whose deadline (``expires_at``, set from the policy's ``approval_timeout``)
+has come (:func:`knowledge.queries.expire_decisions`). Then, for every
+managed model, :meth:`Planner.plan` takes the policies whose selector matches
+(and whose mode is not ``off``), evaluates ``when`` and ``unless`` against the
+model's context (:func:`mape.plan.context.build_context`), applies ``for`` and
+``keep_firing_for`` (:mod:`mape.plan.firing`, state kept in the knowledge
+base), ranks the firing policies, and writes one
+:class:`knowledge.tables.Decision` per firing policy. The status of each
+decision is decided in this order:
 
-1. ``mode: dry-run`` → ``dry_run`` (recorded, never acted on, blocks nothing);
-2. an action run of this model is in flight → ``suppressed`` (busy);
-3. the last acting decision of the same action for this model lies within the
+1. the policy or the model is paused (``mape pause``) → ``suppressed`` (paused,
+   naming who paused it, when and why);
+2. ``mode: dry-run`` → ``dry_run`` (recorded, never acted on, blocks nothing);
+3. an action run of this model is in flight → ``suppressed`` (busy);
+4. the last acting decision of the same action for this model lies within the
    policy's ``cooldown`` → ``suppressed`` (cooldown);
-4. a higher-ranked policy already acts on this model in this tick →
+5. the policy already made ``rate_limit.max`` acting decisions for this model
+   within ``rate_limit.per`` → ``suppressed`` (rate limit);
+6. a higher-ranked policy already acts on this model in this tick →
    ``suppressed`` (outranked, naming the winner);
-5. ``approval: required`` → ``awaiting_approval``, else ``proposed``.
+7. ``approval: required`` → ``awaiting_approval`` (with ``expires_at``), else
+   ``proposed``.
 
 So at most one acting decision (proposed or awaiting approval) exists per
 model per tick. Ranking: ``priority`` descending, then the safety order of
@@ -40,15 +50,17 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+import cel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from knowledge import queries
-from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel
+from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, Pause, PauseScope, PolicyState
 from mape._util.timeutil import ensure_utc, format_duration
 from mape.errors import PolicyError
-from mape.plan.context import build_context
-from mape.plan.expressions import Condition, ConditionError
+from mape.plan import firing
+from mape.plan.context import build_context, build_contexts
+from mape.plan.expressions import Condition, ConditionError, prepare
 from mape.plan.loader import LoadedPolicy
 
 logger = logging.getLogger(__name__)
@@ -103,12 +115,19 @@ class PlanReport:
         Conditions that could not be evaluated, for the log.
     created : int
         How many decision rows this call inserted (0 on a repeated tick).
+    pending : dict of str to list of str
+        By model name, the policies whose condition holds but whose ``for``
+        has not yet passed.
+    expired : list of Decision
+        Decisions this call expired (awaiting approval past their deadline).
     """
 
     at: datetime
     decisions: dict[str, list[Decision]] = field(default_factory=dict)
     errors: list[EvaluationError] = field(default_factory=list)
     created: int = 0
+    pending: dict[str, list[str]] = field(default_factory=dict)
+    expired: list[Decision] = field(default_factory=list)
 
     @property
     def all_decisions(self) -> list[Decision]:
@@ -129,6 +148,8 @@ class PlanReport:
                 for model, rows in self.decisions.items()
             },
             "errors": [str(e) for e in self.errors],
+            "pending": {model: list(names) for model, names in self.pending.items() if names},
+            "expired": [d.id for d in self.expired],
         }
 
     def __str__(self) -> str:
@@ -198,7 +219,7 @@ class Planner:
     # ------------------------------------------------------------------ evaluation
 
     @staticmethod
-    def _holds(condition: Condition, context: dict[str, Any], policy: LoadedPolicy, model: ManagedModel,
+    def _holds(condition: Condition, context: cel.Context, policy: LoadedPolicy, model: ManagedModel,
                field_path: str, errors: list[EvaluationError]) -> bool | None:
         """The condition's value, or None (reported) when it cannot be evaluated."""
         try:
@@ -208,14 +229,39 @@ class Planner:
                                           message=str(exc), missing=exc.missing))
             return None
 
-    def _fires(self, policy: LoadedPolicy, context: dict[str, Any], model: ManagedModel,
-               errors: list[EvaluationError]) -> bool:
-        if self._holds(policy.when, context, policy, model, "spec.when", errors) is not True:
-            return False
+    def _condition(self, policy: LoadedPolicy, context: cel.Context, model: ManagedModel,
+                   errors: list[EvaluationError]) -> bool | None:
+        """Whether ``when`` is true and ``unless`` is not; None when either cannot be evaluated."""
+        when = self._holds(policy.when, context, policy, model, "spec.when", errors)
+        if when is not True:
+            return when
         if policy.unless is None:
             return True
         # An unless that cannot be evaluated holds the policy back: an unchecked guard is no reason to act.
-        return self._holds(policy.unless, context, policy, model, "spec.unless", errors) is False
+        unless = self._holds(policy.unless, context, policy, model, "spec.unless", errors)
+        return None if unless is None else not unless
+
+    @staticmethod
+    def _fires(session: Session, policy: LoadedPolicy, model: ManagedModel, at: datetime,
+               holds: bool | None) -> tuple[bool, PolicyState | None]:
+        """Whether the policy fires, after ``for`` and ``keep_firing_for``; the state row when it has one."""
+        spec = policy.policy.spec
+        if not firing.tracks_state(spec.for_, spec.keep_firing_for):
+            return holds is True, None
+        assert model.id is not None
+        state = queries.policy_state(session, model.id, policy.name)
+        if state is None:
+            if holds is not True:
+                return False, None  # nothing pending, nothing to remember
+            # never evaluated before: an updated_at just before this tick, so this evaluation is not a replay
+            state = PolicyState(model_id=model.id, policy_name=policy.name, updated_at=at - timedelta(microseconds=1))
+        if firing.is_replay(state, at):
+            return state.firing_since is not None, state
+        fires = firing.advance(state, at, holds, for_=spec.for_, keep_firing_for=spec.keep_firing_for)
+        state, saved = queries.save_policy_state(session, state)
+        if not saved:  # another controller evaluated this policy for this model first
+            fires = state.firing_since is not None
+        return fires, state
 
     # ------------------------------------------------------------------ planning
 
@@ -240,49 +286,97 @@ class Planner:
         """
         at = ensure_utc(at)
         report = PlanReport(at=at)
+        report.expired = queries.expire_decisions(session, at, actor=self.actor)
+        for decision in report.expired:
+            logger.info("%s expired: nobody approved it by %s", decision,
+                        ensure_utc(decision.expires_at).isoformat() if decision.expires_at else "its deadline")
+        pauses = {(p.scope, p.name): p for p in queries.pauses(session)}
         recorded: set[str] = set()
+        candidates: dict[str, list[LoadedPolicy]] = {}
         for model in models:
-            report.decisions[model.name] = self._plan_model(session, model, at, report, recorded)
+            selected = [p for p in self.policies if p.policy.spec.mode != "off" and selects(p, model)]
+            if selected and model.id is None:
+                report.errors.append(EvaluationError(policy="*", model=model.name, field="context",
+                                                     message="the model is not stored in the knowledge base"))
+            elif selected:
+                candidates[model.name] = selected
+        contexts = self._contexts(session, [m for m in models if m.name in candidates], at, report)
+        for model in models:
+            context = contexts.get(model.name)
+            report.decisions[model.name] = [] if context is None else self._plan_model(
+                session, model, at, report, recorded, pauses, candidates[model.name], context)
         logger.debug("%s", report)
         return report
 
-    def _plan_model(self, session: Session, model: ManagedModel, at: datetime, report: PlanReport,
-                    recorded: set[str]) -> list[Decision]:
-        candidates = [p for p in self.policies if p.policy.spec.mode != "off" and selects(p, model)]
-        if not candidates:
-            return []
-        if model.id is None:
-            report.errors.append(EvaluationError(policy="*", model=model.name, field="context",
-                                                 message="the model is not stored in the knowledge base"))
-            return []
+    def _contexts(self, session: Session, models: list[ManagedModel], at: datetime,
+                  report: PlanReport) -> dict[str, dict[str, Any]]:
+        """Every model's context, read fleet-wide in a few queries; model by model if that fails."""
         try:
-            context = build_context(session, model, at, max_age=self.max_age)
+            by_id = build_contexts(session, models, at, max_age=self.max_age)
+            return {m.name: by_id[m.id] for m in models if m.id is not None}
         except SQLAlchemyError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a bad context skips this model, never the tick
-            report.errors.append(EvaluationError(policy="*", model=model.name, field="context",
-                                                 message=f"cannot build the context: {type(exc).__name__}: {exc}"))
-            return []
-        firing = sorted((p for p in candidates if self._fires(p, context, model, report.errors)), key=self.rank)
-        if not firing:
+        except Exception:  # noqa: BLE001 - find the model whose context breaks, and skip only that one
+            logger.warning("Building contexts fleet-wide failed; building them model by model", exc_info=True)
+        contexts: dict[str, dict[str, Any]] = {}
+        for model in models:
+            try:
+                contexts[model.name] = build_context(session, model, at, max_age=self.max_age)
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad context skips this model, never the tick
+                report.errors.append(EvaluationError(
+                    policy="*", model=model.name, field="context",
+                    message=f"cannot build the context: {type(exc).__name__}: {exc}"))
+        return contexts
+
+    def _plan_model(self, session: Session, model: ManagedModel, at: datetime, report: PlanReport,
+                    recorded: set[str], pauses: dict[tuple[str, str], Pause], candidates: list[LoadedPolicy],
+                    context: dict[str, Any]) -> list[Decision]:
+        prepared = prepare(context)  # converted to CEL values once, for every policy of this model
+        fired: list[LoadedPolicy] = []
+        states: dict[str, PolicyState] = {}
+        for policy in candidates:
+            holds = self._condition(policy, prepared, model, report.errors)
+            fires, state = self._fires(session, policy, model, at, holds)
+            if state is not None:
+                states[policy.name] = state
+                if not fires and state.pending_since is not None:
+                    report.pending.setdefault(model.name, []).append(policy.name)
+            if fires:
+                fired.append(policy)
+        firing_policies = sorted(fired, key=self.rank)
+        if not firing_policies:
             return []
 
         busy = queries.in_flight_actions(session, model.id)
         winner = self._tick_winner(session, model, at)
         rows: list[Decision] = []
-        for policy in firing:
+        for policy in firing_policies:
             spec = policy.policy.spec
-            status, reason = self._status(session, policy, model, at, busy, winner)
+            status, reason = self._status(session, policy, model, at, busy, winner, pauses)
             if policy.name not in recorded:
                 queries.record_policy_version(session, name=policy.name, text=policy.text, source=policy.source,
                                               author=policy.policy.metadata.owner, actor=self.actor)
                 recorded.add(policy.name)
+            evidence: dict[str, Any] = {"when": spec.when, "unless": spec.unless, "mode": spec.mode,
+                                        "source": policy.source, "context": context}
+            state = states.get(policy.name)
+            if state is not None:
+                evidence["firing"] = {
+                    "for": format_duration(spec.for_), "keep_firing_for": format_duration(spec.keep_firing_for),
+                    **{key: ensure_utc(value).isoformat() if value is not None else None
+                       for key, value in (("pending_since", state.pending_since), ("firing_since", state.firing_since),
+                                          ("last_true_at", state.last_true_at))},
+                }
+            expires_at = None
+            if status == DecisionStatus.awaiting_approval.value and spec.approval_timeout > timedelta(0):
+                expires_at = at + spec.approval_timeout
             decision = Decision(
                 created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
                 action=spec.action.type, params=dict(spec.action.params), priority=spec.priority, actor=self.actor,
                 status=status, reason=reason, dedup_key=f"{model.name}/{policy.name}/{at.isoformat()}",
-                evidence={"when": spec.when, "unless": spec.unless, "mode": spec.mode, "source": policy.source,
-                          "context": context},
+                evidence=evidence, expires_at=expires_at,
             )
             stored, created = queries.add_decision(session, decision)
             report.created += int(created)
@@ -303,8 +397,15 @@ class Planner:
         return None
 
     def _status(self, session: Session, policy: LoadedPolicy, model: ManagedModel, at: datetime,
-                busy: Sequence[ActionRun], winner: Decision | None) -> tuple[str, str]:
+                busy: Sequence[ActionRun], winner: Decision | None,
+                pauses: dict[tuple[str, str], Pause] | None = None) -> tuple[str, str]:
         spec = policy.policy.spec
+        pauses = pauses or {}
+        paused = pauses.get((PauseScope.policy.value, policy.name)) or pauses.get((PauseScope.model.value, model.name))
+        if paused is not None:
+            return (DecisionStatus.suppressed.value,
+                    f"paused: {paused.scope} {paused.name} paused by {paused.paused_by} at "
+                    f"{ensure_utc(paused.paused_at).isoformat()}: {paused.reason}")
         if spec.mode == "dry-run":
             return DecisionStatus.dry_run.value, "dry-run: recorded, not acted on"
         if busy:
@@ -318,6 +419,12 @@ class Planner:
                 return (DecisionStatus.suppressed.value,
                         f"cooldown: last {spec.action.type} decision {last.id} at "
                         f"{ensure_utc(last.created_at).isoformat()}, cooldown {format_duration(spec.cooldown)}")
+        if spec.rate_limit is not None:
+            limit = spec.rate_limit
+            count = queries.count_acting_decisions(session, model.id, policy.name, since=at - limit.per, until=at)
+            if count >= limit.max:
+                return (DecisionStatus.suppressed.value,
+                        f"rate limit: {limit.max} {spec.action.type} decisions in the last {format_duration(limit.per)}")
         if winner is not None:
             return (DecisionStatus.suppressed.value,
                     f"outranked: policy {winner.policy_name} ({winner.action}, decision {winner.id}) "

@@ -122,6 +122,29 @@ class ActionSpec(_Strict):
         return value
 
 
+class RateLimit(_Strict):
+    """At most ``max`` acting decisions of the policy for one model within any ``per``.
+
+    Parameters
+    ----------
+    max : int
+        How many acting decisions (proposed, awaiting approval, approved) are
+        allowed in the window; at least 1.
+    per : timedelta
+        Length of the sliding window, ending at the tick; more than 0.
+    """
+
+    max: int = Field(ge=1, le=PRIORITY_LIMIT, description="Acting decisions allowed within per.")
+    per: Duration = Field(description="Length of the sliding window.")
+
+    @field_validator("per")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return value
+
+
 class PolicySpec(_Strict):
     """When a policy fires and how its decision is treated.
 
@@ -148,6 +171,18 @@ class PolicySpec(_Strict):
         disables the policy.
     approval : {"none", "required"}
         ``required``: the decision waits for a person in the dashboard.
+    for_ : timedelta
+        Written ``for``. The policy fires only once its condition has held on
+        every evaluation for at least this long (pending, then firing), like a
+        Prometheus alerting rule (default ``0``: fire at once).
+    keep_firing_for : timedelta
+        Once firing, keep firing for this long after the last evaluation on
+        which the condition held (default ``0``: stop at once).
+    rate_limit : RateLimit, optional
+        At most ``max`` acting decisions of this policy per model within ``per``.
+    approval_timeout : timedelta
+        An ``awaiting_approval`` decision not decided within this time expires
+        (default ``24h``; ``0``: never).
     """
 
     selector: Selector = Field(default_factory=Selector, description="Which managed models the policy applies to.")
@@ -159,6 +194,13 @@ class PolicySpec(_Strict):
                                json_schema_extra={"default": "1h"})
     mode: Literal["enforce", "dry-run", "off"] = Field("enforce", description="enforce, dry-run or off.")
     approval: Literal["none", "required"] = Field("none", description="required: a person approves each decision.")
+    for_: Duration = Field(timedelta(0), alias="for", json_schema_extra={"default": "0s"},
+                           description="The condition must hold on every evaluation for this long before it fires.")
+    keep_firing_for: Duration = Field(timedelta(0), json_schema_extra={"default": "0s"},
+                                      description="Once firing, keep firing this long after the condition last held.")
+    rate_limit: RateLimit | None = Field(None, description="At most max acting decisions per model within per.")
+    approval_timeout: Duration = Field(timedelta(hours=24), json_schema_extra={"default": "24h"},
+                                       description="An awaiting_approval decision expires after this (0: never).")
 
     @field_validator("mode", mode="before")
     @classmethod

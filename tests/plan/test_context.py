@@ -135,3 +135,29 @@ def test_the_context_is_json_serialisable(engine, clock):
         context = build_context(session, model, clock())
     assert json.loads(json.dumps(context, allow_nan=False)) == context
     assert "share_drifted" not in context["drift"]  # NaN is not a signal
+
+
+def test_the_fleet_wide_build_equals_the_per_model_build(engine, clock):
+    """build_contexts reads the whole fleet in a few queries; it must see exactly what build_context sees."""
+    from mape.plan.context import build_contexts
+
+    with session_scope(engine) as session:
+        a, b, c = add_model(session, "a", team="risk"), add_model(session, "b"), add_model(session, "c")
+        for model, versions in ((a, 2), (b, 1)):
+            for n in range(versions):
+                version = registry.register_version(session, model_id=model.id, artifact_uri=f"file:///{n}",
+                                                    metrics={"accuracy": 0.9 - n / 10})
+                registry.promote(session, version, actor="t", at=clock.advance(timedelta(minutes=1)))
+        observe(session, a, clock(), drift__share_drifted=0.5, performance__accuracy=0.8)
+        observe(session, b, clock.advance(timedelta(hours=2)), drift__share_drifted=0.1)
+        open_symptom(session, a, "data_drift", clock() - timedelta(hours=1))
+        session.add(Decision(model_id=b.id, policy_name="p", action="retrain", status="proposed",
+                             dedup_key="b/p/t", created_at=clock() - timedelta(minutes=30)))
+        session.flush()
+        at = clock.advance(timedelta(minutes=5))
+        for max_age in (None, timedelta(hours=1)):
+            fleet = build_contexts(session, [a, b, c], at, max_age=max_age)
+            assert fleet == {m.id: build_context(session, m, at, max_age=max_age) for m in (a, b, c)}
+        assert fleet[a.id]["drift"] == {}  # older than the hour: stale
+        assert fleet[a.id]["model"]["can_roll_back"] is True and fleet[b.id]["model"]["can_roll_back"] is False
+        assert fleet[b.id]["since_last"] == {"retrain": 2100.0}

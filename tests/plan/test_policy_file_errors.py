@@ -159,3 +159,17 @@ def test_action_params_must_be_json_values():
     error = _refusal(text)
     assert error.field == "spec.action.params"
     assert "quote dates" in str(error)
+
+
+def test_unknown_field_hints_use_the_yaml_names_and_reach_into_optional_sub_models():
+    from mape.plan.loader import load_policy_text
+
+    base = "apiVersion: mape/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n  when: 'true'\n  action: {type: retrain}\n"
+    with pytest.raises(PolicyError) as typo:
+        load_policy_text(base + "  fro: 2h\n", source="p.yaml", known_actions={"retrain"})
+    assert "spec.fro: unknown field (did you mean 'for'?)" in str(typo.value)
+    assert "for_" not in str(typo.value)
+    with pytest.raises(PolicyError) as nested:
+        load_policy_text(base + "  rate_limit: {max: 3, per: 1h, pre: 2h}\n", source="p.yaml",
+                         known_actions={"retrain"})
+    assert "spec.rate_limit.pre: unknown field (did you mean 'per'?)" in str(nested.value)

@@ -52,7 +52,8 @@ def test_the_readme_documents_every_context_root_and_every_spec_field():
     readme = (POLICIES / "README.md").read_text(encoding="utf-8")
     for root in CONTEXT_ROOTS:
         assert f"`{root}`" in readme, f"policies/README.md does not document the context root {root!r}"
-    for name in PolicySpec.model_fields:
+    for field_name, info in PolicySpec.model_fields.items():
+        name = info.alias or field_name  # the key written in the file: `for`, not the attribute `for_`
         assert f"`spec.{name}" in readme, f"policies/README.md does not document spec.{name}"
 
 

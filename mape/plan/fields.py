@@ -1,0 +1,105 @@
+"""The declared fields of the evaluation context, and the check of a condition's field paths.
+
+What it does: :data:`CONTEXT_FIELDS` declares, for every root of the context
+that :func:`mape.plan.context.build_context` builds, which fields it has, so
+that a typo such as ``drift.shar_drifted`` is an error when the policy is
+loaded (with a suggestion), not a condition that silently never holds at
+3 a.m. :func:`check_paths` finds the ``root.field`` paths of a CEL expression
+and checks them against the declaration.
+
+Roots whose keys are data rather than schema are declared open:
+``baseline`` (whatever metrics training recorded), ``since_last`` (action
+types), ``model.labels`` (the model's labels) and the kinds of ``symptoms``
+(whose entries do have fixed fields: ``severity``, ``opened_at``,
+``age_seconds``).
+
+Who calls it: :class:`mape.plan.expressions.Condition` at compile time. A new
+sensor that adds context fields declares them here, and a test checks that
+every summary metric the Monitor writes is declared.
+
+>>> check_paths("drift.share_drifted > 0.3 && model.labels.team == 'risk'")
+>>> check_paths("drift.shar_drifted > 0.3")
+Traceback (most recent call last):
+...
+ValueError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RootFields:
+    """What one context root holds.
+
+    Attributes
+    ----------
+    fields : frozenset of str, optional
+        The fields of the root; ``None`` when its keys are data (any key allowed).
+    entry_fields : frozenset of str, optional
+        For a map of records (``symptoms``): the fields of each entry.
+    open_fields : frozenset of str
+        Fields whose own keys are data (``model.labels``).
+    """
+
+    fields: frozenset[str] | None
+    entry_fields: frozenset[str] | None = None
+    open_fields: frozenset[str] = field(default_factory=frozenset)
+
+
+CONTEXT_FIELDS: Mapping[str, RootFields] = {
+    "drift": RootFields(frozenset({"share_drifted", "n_drifted", "n_features", "min_q_value", "detected",
+                                   "n_reference", "n_current"})),
+    "performance": RootFields(frozenset({"accuracy", "f1", "accuracy_drop", "n_labelled", "mae", "rmse"})),
+    "baseline": RootFields(None),
+    "symptoms": RootFields(None, entry_fields=frozenset({"severity", "opened_at", "age_seconds"})),
+    "model": RootFields(frozenset({"name", "labels", "versions", "can_roll_back", "production_version",
+                                   "production_age_seconds"}), open_fields=frozenset({"labels"})),
+    "since_last": RootFields(None),
+}
+
+_STRING = re.compile(r"""(?:[rR]?(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"))""", re.DOTALL)
+_PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*)+)(\s*\()?")
+
+
+def _blank_strings(expression: str) -> str:
+    """Replace string literals with spaces of the same length, so paths inside strings are not paths."""
+    return _STRING.sub(lambda m: " " * len(m.group(0)), expression)
+
+
+def paths(expression: str) -> Iterator[tuple[str, list[str]]]:
+    """The ``root.a.b`` selections of an expression, as (root, [a, b]); method calls are cut off.
+
+    >>> list(paths("has(drift.share_drifted) && model.name.startsWith('x.y')"))
+    [('drift', ['share_drifted']), ('model', ['name'])]
+    """
+    for match in _PATH.finditer(_blank_strings(expression)):
+        segments = [s.strip() for s in match.group(2).split(".") if s.strip()]
+        if match.group(3):  # the last segment is a method call: name.startsWith(...)
+            segments = segments[:-1]
+        if segments:
+            yield match.group(1), segments
+
+
+def _unknown(name: str, where: str, known: frozenset[str]) -> ValueError:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown field {name!r} of {where}{hint}; {where} has: {', '.join(sorted(known))}")
+
+
+def check_paths(expression: str, schema: Mapping[str, RootFields] = CONTEXT_FIELDS) -> None:
+    """Raise ``ValueError`` for the first path that names a field the context does not declare."""
+    for root, segments in paths(expression):
+        spec = schema.get(root)
+        if spec is None:  # not a context root: a comprehension variable, or caught by the root check
+            continue
+        if spec.fields is not None:
+            if segments[0] not in spec.fields:
+                raise _unknown(segments[0], root, spec.fields)
+            continue
+        if spec.entry_fields is not None and len(segments) >= 2 and segments[1] not in spec.entry_fields:
+            raise _unknown(segments[1], f"{root}.{segments[0]}", spec.entry_fields)
