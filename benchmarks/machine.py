@@ -16,7 +16,7 @@ def describe() -> dict[str, Any]:
                 if line.startswith("MemTotal:"):
                     memory_gib = round(int(line.split()[1]) / 1024**2, 1)
     except OSError:
-        pass
+        pass  # no /proc/meminfo (not Linux): memory is reported as unknown
     return {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),

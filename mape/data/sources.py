@@ -126,7 +126,7 @@ def _to_utc(values: pd.Series) -> pd.Series:
         try:
             return pd.to_datetime(values, utc=True, format="ISO8601")
         except (ValueError, TypeError):
-            pass
+            pass  # mixed or non-ISO spellings: pandas infers each value below
     return pd.to_datetime(values, utc=True)
 
 

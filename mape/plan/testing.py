@@ -112,7 +112,7 @@ def _moment(value: Any) -> datetime | timedelta:
         try:
             return ensure_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
         except ValueError:
-            pass
+            pass  # not an ISO 8601 time: the error below names the accepted forms
     raise ValueError(f"{value!r} is neither a time (2026-01-05T10:00:00Z) nor an offset such as -3h or +30m")
 
 
