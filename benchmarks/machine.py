@@ -25,3 +25,13 @@ def describe() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": memory_gib,
     }
+
+
+def write_results(name: str, results: dict[str, Any]) -> None:
+    """Write ``results`` to ``benchmarks/results/<name>.json`` and print them."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(results, indent=2) + "\n"
+    (Path(__file__).parent / "results" / f"{name}.json").write_text(text)
+    print(text, end="")

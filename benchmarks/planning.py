@@ -17,7 +17,6 @@ Results go to ``benchmarks/results/planning.json`` with the machine's descriptio
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, write_results
 from knowledge import queries, registry
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
@@ -156,10 +155,7 @@ def measure(n_models: int = 1000, n_policies: int = 100, passes: int = 5) -> dic
 
 
 def main() -> None:
-    results = measure()
-    out = Path(__file__).parent / "results" / "planning.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results("planning", measure())
 
 
 if __name__ == "__main__":

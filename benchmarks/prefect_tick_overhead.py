@@ -10,11 +10,9 @@ start) reported apart.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -23,7 +21,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import describe, write_results  # noqa: E402
 
 STAGES = ("begin", "monitor", "analyze", "plan", "dispatch")
 
@@ -62,10 +60,7 @@ def measure(repeats: int = 15) -> dict[str, object]:
 
 
 def main() -> None:
-    results = measure()
-    out = Path(__file__).parent / "results" / "prefect_tick_overhead.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results("prefect_tick_overhead", measure())
 
 
 if __name__ == "__main__":
