@@ -1,15 +1,27 @@
-"""Run every benchmark and write its results (with the machine's description) to benchmarks/results/."""
+"""Run the benchmarks and write their results (with the machine's description) to benchmarks/results/.
+
+``python -m benchmarks`` runs them all; ``python -m benchmarks oscillation planning`` runs those named.
+"""
 
 from __future__ import annotations
 
-from benchmarks import planning, prefect_tick_overhead
+import sys
+
+from benchmarks import oscillation, planning, prefect_tick_overhead, simulate
+
+BENCHMARKS = {module.__name__.rsplit(".", 1)[-1]: module
+              for module in (prefect_tick_overhead, planning, oscillation, simulate)}
 
 
-def main() -> None:
-    for module in (prefect_tick_overhead, planning):
-        print(f"== {module.__name__}")
-        module.main()
+def main(names: list[str] | None = None) -> None:
+    names = names or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    for name in names:
+        print(f"== {BENCHMARKS[name].__name__}")
+        BENCHMARKS[name].main()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

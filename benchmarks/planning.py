@@ -6,7 +6,10 @@ observations and, for a third of them, an open ``data_drift`` symptom. 100
 policies select models by label and name globs and test drift, performance,
 symptoms and model fields. Each pass is a real ``Planner.plan`` at a new tick
 time (contexts built from the knowledge base, conditions evaluated, decisions
-written with cooldowns and suppression).
+written with cooldowns and suppression). The first pass after loading the
+policies also stores their 100 versions (what the controller does once per
+load); it is reported apart (``first_pass_s``), and the median and p95 are over
+the passes after it.
 
 Baselines, measured in the same run: evaluating the same compiled conditions
 on the same contexts prebuilt in memory, once as Python dicts and once as
@@ -97,7 +100,7 @@ def _seed(url: str, n_models: int) -> None:
     engine.dispose()
 
 
-def measure(n_models: int = 1000, n_policies: int = 100, passes: int = 5) -> dict[str, Any]:
+def measure(n_models: int = 1000, n_policies: int = 100, passes: int = 10) -> dict[str, Any]:
     policies = [load_policy_text(_policy(i), source=f"policy-{i:03d}.yaml", known_actions={"retrain", "rollback"})
                 for i in range(n_policies)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,15 +111,19 @@ def measure(n_models: int = 1000, n_policies: int = 100, passes: int = 5) -> dic
         seed_s = time.perf_counter() - began
         engine = create_engine_for(url)
         planner = Planner(policies, actor="bench")
-        pass_times, decisions = [], 0
-        for k in range(passes):
+        pass_times, decisions, first_pass_s = [], 0, 0.0
+        for k in range(passes + 1):
             at = START + timedelta(minutes=5 * (k + 1))
             with session_scope(engine) as session:
                 models = list(session.exec(select(ManagedModel)))
                 began = time.perf_counter()
                 report = planner.plan(session, models, at)
-                pass_times.append(time.perf_counter() - began)
-                decisions += sum(len(rows) for rows in report.decisions.values())
+                elapsed = time.perf_counter() - began
+            if k == 0:  # the first pass after loading also stores the 100 policy versions (once per load)
+                first_pass_s = elapsed
+                continue
+            pass_times.append(elapsed)
+            decisions += sum(len(rows) for rows in report.decisions.values())
         # baseline: the same conditions on the same contexts, prebuilt in memory
         with session_scope(engine) as session:
             models = list(session.exec(select(ManagedModel)))
@@ -145,6 +152,7 @@ def measure(n_models: int = 1000, n_policies: int = 100, passes: int = 5) -> dic
     return {
         "machine": describe(), "models": n_models, "policies": n_policies, "passes": passes,
         "seed_s": round(seed_s, 2), "decisions_per_pass": round(decisions / passes),
+        "first_pass_s": round(first_pass_s, 3),
         "plan_pass_median_s": round(statistics.median(pass_times), 3), "plan_pass_p95_s": round(p95, 3),
         "contexts_fleet_wide_s": round(contexts_s, 3),
         "baseline_cel_dict_contexts_median_s": round(statistics.median(dict_times), 3),

@@ -8,9 +8,13 @@ read while the controller writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -31,6 +35,14 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns (evidence, params, payloads) serialised with orjson: a planning pass stores thousands."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # a value orjson does not know (e.g. an int beyond 64 bits): the standard library's view
+        return json.dumps(value)
+
+
 def create_engine_for(url: str, *, echo: bool = False) -> Engine:
     """Create an engine for ``url``; creates the parent directory of a SQLite file."""
     url = normalise_url(url)
@@ -45,6 +57,7 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=StaticPool if in_memory else None,
+            json_serializer=_json_text,
         )
 
         @event.listens_for(engine, "connect")
@@ -57,7 +70,7 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_pre_ping=True, json_serializer=_json_text)
 
 
 @contextmanager

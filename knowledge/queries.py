@@ -12,18 +12,22 @@ tables.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import String, and_, exists, func, insert, or_, type_coerce, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from knowledge import audit
 from knowledge.tables import (
+    BLOCKING_VERDICTS,
     ActionRun,
     ActionState,
+    AuditEvent,
     Decision,
     DecisionStatus,
     ManagedModel,
@@ -36,11 +40,14 @@ from knowledge.tables import (
     Symptom,
     SymptomStatus,
     Tick,
+    Verdict,
 )
 from mape._util.timeutil import ensure_utc, utcnow
 
 IN_FLIGHT_STATES = (ActionState.pending.value, ActionState.scheduled.value, ActionState.running.value)
 ACTED_STATUSES = (DecisionStatus.proposed.value, DecisionStatus.approved.value, DecisionStatus.awaiting_approval.value)
+#: The subject of a ``version.promoted`` audit event: ``model_id=3 version 2 (production)``.
+_PROMOTED_SUBJECT = re.compile(r"model_id=(\d+) version (\d+)\b")
 
 
 # --------------------------------------------------------------------------- ticks
@@ -173,6 +180,32 @@ def record_policy_version(session: Session, *, name: str, text: str, source: str
     return version
 
 
+def record_policy_versions(session: Session, policies: Sequence[tuple[str, str, str, str]], *,
+                           actor: str = "controller") -> dict[str, PolicyVersion]:
+    """:func:`record_policy_version` for many ``(name, text, source, author)`` at once; by name.
+
+    One query finds the versions already stored; only new ones are inserted
+    (and audited).
+    """
+    wanted = {name: (text, source, author, hashlib.sha256(text.encode()).hexdigest())
+              for name, text, source, author in policies}
+    if not wanted:
+        return {}
+    found = {(v.name, v.sha256): v for v in session.exec(
+        select(PolicyVersion).where(col(PolicyVersion.name).in_(list(wanted))))}
+    result: dict[str, PolicyVersion] = {}
+    for name, (text, source, author, sha) in wanted.items():
+        version = found.get((name, sha))
+        result[name] = version if version is not None else record_policy_version(
+            session, name=name, text=text, source=source, author=author, actor=actor)
+    return result
+
+
+def policy_version(session: Session, name: str, sha256: str) -> PolicyVersion | None:
+    """The stored version ``sha256`` of policy ``name``, if it was ever loaded."""
+    return session.exec(select(PolicyVersion).where(PolicyVersion.name == name, PolicyVersion.sha256 == sha256)).first()
+
+
 # --------------------------------------------------------------------------- decisions and actions
 
 
@@ -202,11 +235,15 @@ def last_action_decision(session: Session, model_id: int, action: str, *,
 
 
 def last_action_times(session: Session, model_id: int, at: datetime) -> dict[str, float]:
-    """Seconds from the last acting decision of each action type on a model to ``at`` (one aggregate query)."""
+    """Seconds from the last acting decision of each action type on a model, made before ``at``, to ``at``.
+
+    One aggregate query. Decisions made at ``at`` itself (the tick's own) do not count, so a tick planned
+    again sees the context it saw the first time.
+    """
     rows = session.exec(
         select(Decision.action, func.max(Decision.created_at))
         .where(Decision.model_id == model_id, col(Decision.status).in_(list(ACTED_STATUSES)),
-               Decision.created_at <= at)
+               Decision.created_at < at)
         .group_by(Decision.action)
     )
     return {action: (at - ensure_utc(last)).total_seconds() for action, last in rows if last is not None}
@@ -217,6 +254,39 @@ def in_flight_actions(session: Session, model_id: int | None = None) -> list[Act
     if model_id is not None:
         query = query.where(ActionRun.model_id == model_id)
     return list(session.exec(query.order_by(col(ActionRun.id))))
+
+
+def run_of_decision(session: Session, decision_id: int) -> ActionRun | None:
+    """The action run a decision became, if any (a decision has at most one)."""
+    return session.exec(select(ActionRun).where(ActionRun.decision_id == decision_id)).first()
+
+
+def scheduled_runs(session: Session) -> list[tuple[ActionRun, Decision]]:
+    """Action runs waiting for their time (``scheduled``), with their decisions, oldest first."""
+    rows = session.exec(
+        select(ActionRun, Decision).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
+        .where(ActionRun.state == ActionState.scheduled.value).order_by(col(ActionRun.id))
+    )
+    return [(run, decision) for run, decision in rows]
+
+
+def cancel_scheduled_run(session: Session, run: ActionRun, at: datetime, *, actor: str, reason: str) -> bool:
+    """Cancel a run that has not started (compare-and-set on ``scheduled``); False if it started first.
+
+    Appends an ``action.cancelled`` audit event naming the reason.
+    """
+    result = session.execute(
+        update(ActionRun)
+        .where(col(ActionRun.id) == run.id, col(ActionRun.state) == ActionState.scheduled.value)
+        .values(state=ActionState.cancelled.value, message=reason, finished_at=at, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.refresh(run)
+    audit.record(session, actor=actor, kind="action.cancelled", subject=str(run), time=at,
+                 payload={"decision": run.decision_id, "reason": reason})
+    return True
 
 
 def decisions_to_dispatch(session: Session) -> list[Decision]:
@@ -314,13 +384,78 @@ def last_action_times_fleet(session: Session, model_ids: Sequence[int], at: date
     rows = session.exec(
         select(Decision.model_id, Decision.action, func.max(Decision.created_at))
         .where(col(Decision.model_id).in_(list(model_ids)), col(Decision.status).in_(list(ACTED_STATUSES)),
-               Decision.created_at <= at)
+               Decision.created_at < at)
         .group_by(Decision.model_id, Decision.action)
     )
     for model_id, action, last in rows:
         if last is not None:
             result.setdefault(model_id, {})[action] = (at - ensure_utc(last)).total_seconds()
     return result
+
+
+def acting_decisions_fleet(session: Session, *, since: datetime, until: datetime,
+                           statuses: Sequence[str] = ACTED_STATUSES) -> list[Any]:
+    """Every decision with one of ``statuses`` created in ``(since, until]``, oldest first (one query).
+
+    Rows of the columns the planner's rules read (id, model_id, policy_name,
+    action, status, created_at, tick_at, follows_run_id), not whole decisions:
+    their evidence is not loaded.
+    """
+    return list(session.exec(
+        select(Decision.id, Decision.model_id, Decision.policy_name, Decision.action, Decision.status,
+               Decision.created_at, Decision.tick_at, Decision.follows_run_id)
+        .where(col(Decision.status).in_(list(statuses)), Decision.created_at > since, Decision.created_at <= until)
+        .order_by(col(Decision.created_at), col(Decision.id))
+    ))
+
+
+def decisions_at_tick(session: Session, at: datetime) -> list[Decision]:
+    """The decisions a planning pass stored for the tick at ``at``, in id order."""
+    return list(session.exec(select(Decision).where(Decision.tick_at == at).order_by(col(Decision.id))))
+
+
+def add_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[list[Decision], list[bool]]:
+    """Insert many decisions (column values) in one statement; returns the stored rows and which are new.
+
+    One bulk ``INSERT ... RETURNING id``, so a planning pass costs one round
+    trip and no validation or unit-of-work bookkeeping per decision. The rows
+    returned for acting decisions (which a person or the executor changes
+    later) are attached to the session as persistent objects; the others
+    (dry-run, suppressed: never changed) are plain copies of what was
+    stored, not attached. If another
+    writer stored one of the same dedup keys first (an integrity error), falls
+    back to :func:`add_decision` row by row: the stored row wins and nothing is
+    duplicated.
+    """
+    if not rows:
+        return [], []
+    try:
+        with session.begin_nested():
+            # ids are matched by dedup key: asking for RETURNING in parameter order makes SQLite insert row by row
+            table = Decision.__table__  # type: ignore[attr-defined]  # Core: no ORM bookkeeping per row
+            ids = dict(session.execute(insert(table).returning(table.c.dedup_key, table.c.id),
+                                       list(rows)).tuples().all())
+        stored = [_stored_decision(session, row, ids[row["dedup_key"]], attach=row["status"] in ACTED_STATUSES)
+                  for row in rows]
+        return stored, [True] * len(stored)
+    except IntegrityError:
+        pairs = [add_decision(session, Decision(**row)) for row in rows]
+        return [row for row, _ in pairs], [created for _, created in pairs]
+
+
+def _stored_decision(session: Session, values: dict[str, Any], id_: int, *, attach: bool) -> Decision:
+    """The object of a decision row just inserted with ``values``, built without a query.
+
+    Built the way the ORM builds objects it loads (no validation: the values
+    were validated when the row was made); with ``attach``, added to the
+    session as a persistent object.
+    """
+    decision = Decision._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    decision.__dict__.update(values, id=id_, decided_by=None, decided_at=None, comment="", follows_run_id=None)
+    if attach:
+        make_transient_to_detached(decision)
+        session.add(decision)
+    return decision
 
 
 def count_acting_decisions(session: Session, model_id: int, policy_name: str, *, since: datetime,
@@ -377,6 +512,13 @@ def policy_state(session: Session, model_id: int, policy_name: str) -> PolicySta
     return session.exec(
         select(PolicyState).where(PolicyState.model_id == model_id, PolicyState.policy_name == policy_name)
     ).first()
+
+
+def policy_states_fleet(session: Session, policy_names: Sequence[str]) -> list[PolicyState]:
+    """The stored state rows of the named policies, for every model (one query)."""
+    if not policy_names:
+        return []
+    return list(session.exec(select(PolicyState).where(col(PolicyState.policy_name).in_(list(policy_names)))))
 
 
 def save_policy_state(session: Session, state: PolicyState) -> tuple[PolicyState, bool]:
@@ -459,3 +601,296 @@ def resume(session: Session, scope: str | PauseScope, name: str, *, actor: str,
                  payload={"paused_by": existing.paused_by, "paused_at": ensure_utc(existing.paused_at).isoformat(),
                           "reason": existing.reason})
     return existing
+
+
+# --------------------------------------------------------------------------- verification (policy verify)
+
+
+def models_by_id(session: Session, model_ids: Iterable[int]) -> dict[int, ManagedModel]:
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    return {m.id: m for m in session.exec(select(ManagedModel).where(col(ManagedModel.id).in_(ids)))
+            if m.id is not None}
+
+
+def policy_version_hashes(session: Session) -> dict[str, int]:
+    """The sha256 of every stored policy version, to its row id (one narrow query)."""
+    return {sha: id_ for id_, sha in session.exec(select(PolicyVersion.id, PolicyVersion.sha256)) if id_ is not None}
+
+
+def policy_versions_by_id(session: Session, ids: Iterable[int]) -> list[PolicyVersion]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    return list(session.exec(select(PolicyVersion).where(col(PolicyVersion.id).in_(wanted))
+                             .order_by(col(PolicyVersion.id))))
+
+
+def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str]) -> list[tuple[ActionRun, Decision]]:
+    """The action runs the verification stage looks at, with their decisions, oldest run first.
+
+    Runs under verification (``verdict`` pending), and succeeded runs never
+    verified whose decision was made by one of the policy versions
+    ``policy_sha256s`` (those with ``verify``). A follow-up decision (made by a
+    verdict: ``follows_run_id`` set) is never verified itself.
+    """
+    shas = sorted(set(policy_sha256s))
+    condition: Any = col(ActionRun.verdict) == Verdict.pending.value
+    if shas:
+        condition = or_(condition, and_(
+            col(ActionRun.verdict).is_(None), col(ActionRun.state) == ActionState.succeeded.value,
+            col(ActionRun.finished_at).is_not(None), col(Decision.policy_sha256).in_(shas),
+            col(Decision.follows_run_id).is_(None)))
+    rows = session.exec(
+        select(ActionRun, Decision).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
+        .where(condition).order_by(col(ActionRun.id))
+    )
+    return [(run, decision) for run, decision in rows]
+
+
+def verification_blocks(session: Session, at: datetime) -> dict[tuple[int, str], ActionRun]:
+    """Which policies may not act again on which models at ``at``: ``{(model_id, policy_name): run}``.
+
+    A run whose verification ended ``fail`` or ``inconclusive`` blocks its
+    decision's policy on its model from the verdict on, until a symptom of that
+    model opens after the verdict (a new symptom), or a person lifts the block
+    (:func:`lift_verification_block`). The run named is the latest blocking
+    one. One query.
+    """
+    at = ensure_utc(at)
+    newer_symptom = exists().where(col(Symptom.model_id) == col(ActionRun.model_id),
+                                   col(Symptom.opened_at) > col(ActionRun.verdict_at), col(Symptom.opened_at) <= at)
+    rows = session.exec(
+        select(ActionRun, Decision.policy_name).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
+        .where(col(ActionRun.verdict).in_(list(BLOCKING_VERDICTS)), col(ActionRun.verdict_at) <= at,
+               or_(col(ActionRun.block_lifted_at).is_(None), col(ActionRun.block_lifted_at) > at), ~newer_symptom)
+        .order_by(col(ActionRun.verdict_at), col(ActionRun.id))
+    )
+    return {(run.model_id, policy_name): run for run, policy_name in rows}
+
+
+def lift_verification_block(session: Session, model_id: int, policy_name: str, *, actor: str, reason: str,
+                            at: datetime | None = None) -> list[ActionRun]:
+    """A person lets ``policy_name`` act on the model again after a fail or inconclusive verdict; audited.
+
+    Returns the runs whose block this lifted (none if the policy was not
+    blocked on the model: nothing is recorded then).
+    """
+    at = ensure_utc(at or utcnow())
+    runs = [run for run, _ in session.exec(
+        select(ActionRun, Decision).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
+        .where(col(ActionRun.model_id) == model_id, col(Decision.policy_name) == policy_name,
+               col(ActionRun.verdict).in_(list(BLOCKING_VERDICTS)), col(ActionRun.block_lifted_at).is_(None))
+        .order_by(col(ActionRun.id)))]
+    for run in runs:
+        run.block_lifted_at = at
+        run.block_lifted_by = actor
+        session.add(run)
+    if runs:
+        session.flush()
+        audit.record(session, actor=actor, kind="verification.block_lifted",
+                     subject=f"policy {policy_name} on model_id={model_id}", time=at,
+                     payload={"runs": [run.id for run in runs], "reason": reason})
+    return runs
+
+
+# --------------------------------------------------------------------------- history (mape policy simulate)
+
+
+def tick_times(session: Session, *, since: datetime | None = None, until: datetime | None = None) -> list[datetime]:
+    """The logical times of the recorded ticks in ``[since, until]``, oldest first."""
+    query = select(Tick.at)
+    if since is not None:
+        query = query.where(Tick.at >= since)
+    if until is not None:
+        query = query.where(Tick.at <= until)
+    return [ensure_utc(at) for at in session.exec(query.order_by(col(Tick.at)))]
+
+
+def tick_span(session: Session) -> tuple[datetime | None, datetime | None, int]:
+    """The first and the last recorded tick, and how many there are (one query)."""
+    first, last, count = session.exec(select(func.min(Tick.at), func.max(Tick.at), func.count(col(Tick.id)))).one()
+    return (ensure_utc(first) if first is not None else None, ensure_utc(last) if last is not None else None,
+            int(count or 0))
+
+
+def metric_names(session: Session, model_id: int) -> list[str]:
+    """The distinct metric names observed for a model, in order: a loose scan of the (model, metric, time) index.
+
+    One small query per name, so its cost grows with the number of metrics, not of observations.
+    """
+    names: list[str] = []
+    last: str | None = None
+    while True:
+        query = select(func.min(Observation.metric)).where(Observation.model_id == model_id)
+        if last is not None:
+            query = query.where(Observation.metric > last)
+        name = session.exec(query).one()
+        if name is None:
+            return names
+        names.append(name)
+        last = name
+
+
+def observation_rows(session: Session, model_ids: Sequence[int], metrics: Sequence[str], *, after: datetime,
+                     until: datetime) -> list[Any]:
+    """Observations of ``metrics`` of the models with ``after < time <= until``, as light rows.
+
+    Each row is ``(model_id, metric, time, id, value, labels)``, by model,
+    time and id. ``time`` and ``labels`` are returned as the
+    driver gives them (SQLite: text; PostgreSQL: a datetime and a parsed
+    value), so that a replay over millions of rows pays no per-row conversion
+    it does not need. Callers read a long history in windows of time.
+    """
+    if not model_ids or not metrics:
+        return []
+    query = (
+        select(Observation.model_id, Observation.metric, type_coerce(Observation.time, String),
+               Observation.id, Observation.value, type_coerce(Observation.labels, String))
+        .where(col(Observation.model_id).in_(list(model_ids)), col(Observation.metric).in_(list(metrics)),
+               Observation.time > after, Observation.time <= until)
+        .order_by(col(Observation.model_id), col(Observation.time), col(Observation.id))
+    )
+    return list(session.connection().execute(query).all())
+
+
+def symptoms_between(session: Session, model_ids: Sequence[int], since: datetime, until: datetime) -> list[Symptom]:
+    """Symptoms of the models that were open at some time in ``[since, until]``, by opening time."""
+    if not model_ids:
+        return []
+    return list(session.exec(
+        select(Symptom).where(col(Symptom.model_id).in_(list(model_ids)), Symptom.opened_at <= until,
+                              or_(col(Symptom.closed_at).is_(None), col(Symptom.closed_at) > since))
+        .order_by(col(Symptom.opened_at), col(Symptom.id))
+    ))
+
+
+def first_symptom_after(session: Session, model_id: int, after: datetime) -> datetime | None:
+    """When the first symptom of a model opened after ``after``, if one did."""
+    first = session.exec(select(func.min(Symptom.opened_at))
+                         .where(Symptom.model_id == model_id, Symptom.opened_at > after)).one()
+    return ensure_utc(first) if first is not None else None
+
+
+def action_runs_between(session: Session, model_ids: Sequence[int], since: datetime,
+                        until: datetime) -> list[ActionRun]:
+    """Action runs of the models created before ``until`` and not finished before ``since``, oldest first."""
+    if not model_ids:
+        return []
+    return list(session.exec(
+        select(ActionRun).where(col(ActionRun.model_id).in_(list(model_ids)), ActionRun.created_at < until,
+                                or_(col(ActionRun.finished_at).is_(None), col(ActionRun.finished_at) >= since))
+        .order_by(col(ActionRun.id))
+    ))
+
+
+def blocking_runs(session: Session, until: datetime) -> list[tuple[ActionRun, str]]:
+    """Runs whose verification ended ``fail`` or ``inconclusive`` by ``until``, with their policy's name."""
+    rows = session.exec(
+        select(ActionRun, Decision.policy_name).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
+        .where(col(ActionRun.verdict).in_(list(BLOCKING_VERDICTS)), col(ActionRun.verdict_at) <= until)
+        .order_by(col(ActionRun.verdict_at), col(ActionRun.id))
+    )
+    return [(run, policy_name) for run, policy_name in rows]
+
+
+def pause_history(session: Session) -> list[tuple[Pause, datetime | None]]:
+    """Every pause with the time it was lifted (``None``: still in force), from the audit trail and the pause table.
+
+    A lifted pause is known from its ``<scope>.resumed`` audit event, whose
+    payload keeps the pause's author, time and reason.
+    """
+    history: list[tuple[Pause, datetime | None]] = []
+    kinds = [f"{scope.value}.resumed" for scope in PauseScope]
+    for event in session.exec(select(AuditEvent).where(col(AuditEvent.kind).in_(kinds)).order_by(col(AuditEvent.id))):
+        scope, _, name = event.subject.partition(" ")
+        payload = event.payload or {}
+        paused_at = payload.get("paused_at")
+        if not name or not isinstance(paused_at, str):
+            continue
+        history.append((Pause(scope=scope, name=name, paused_by=str(payload.get("paused_by", "")),
+                              reason=str(payload.get("reason", "")),
+                              paused_at=ensure_utc(datetime.fromisoformat(paused_at))), ensure_utc(event.time)))
+    history.extend((pause, None) for pause in pauses(session))
+    return history
+
+
+def promotions(session: Session, model_ids: Sequence[int]) -> list[tuple[datetime, int, int]]:
+    """Every promotion of a version of the models: ``(time, model_id, version)``, oldest first.
+
+    The ``version.promoted`` audit events keep each one, including a version
+    promoted again by a rollback, whose row keeps only its last ``promoted_at``.
+    """
+    wanted = set(model_ids)
+    found: list[tuple[datetime, int, int]] = []
+    events = session.exec(select(AuditEvent.time, AuditEvent.subject).where(AuditEvent.kind == "version.promoted"))
+    for time, subject in events:
+        match = _PROMOTED_SUBJECT.match(subject or "")
+        if match and int(match.group(1)) in wanted:
+            found.append((ensure_utc(time), int(match.group(1)), int(match.group(2))))
+    return sorted(found)
+
+
+def decision_rows(session: Session, *, since: datetime | None = None, until: datetime | None = None,
+                  planner_ticks: bool | None = None, statuses: Sequence[str] | None = None,
+                  created_after: datetime | None = None) -> list[Any]:
+    """Decisions as light rows, without their evidence: what a replay compares and counts.
+
+    ``planner_ticks=True``: only the planner's own decisions (a tick time, not
+    a follow-up of verification) with ``since <= tick_at <= until``, by tick
+    and id. ``False``: every other decision created by ``until`` (requested
+    by a person, follow-ups of verification, and the planner's from before
+    ``since``), by creation time and id. ``None``: every decision created in
+    ``[since, until]``. ``created_after`` leaves out older ones.
+    """
+    query = select(Decision.id, Decision.created_at, Decision.tick_at, Decision.model_id, Decision.policy_name,
+                   Decision.action, Decision.status, Decision.reason, Decision.decided_at, Decision.decided_by,
+                   Decision.expires_at, Decision.follows_run_id)
+    if statuses is not None:
+        query = query.where(col(Decision.status).in_(list(statuses)))
+    if created_after is not None:
+        query = query.where(Decision.created_at > created_after)
+    if planner_ticks is True:
+        query = query.where(col(Decision.tick_at).is_not(None), col(Decision.follows_run_id).is_(None))
+        if since is not None:
+            query = query.where(col(Decision.tick_at) >= since)
+        if until is not None:
+            query = query.where(col(Decision.tick_at) <= until)
+        query = query.order_by(col(Decision.tick_at), col(Decision.id))
+    else:
+        if planner_ticks is False:
+            own = and_(col(Decision.tick_at).is_not(None), col(Decision.follows_run_id).is_(None))
+            if since is not None:
+                own = and_(own, col(Decision.tick_at) >= since)
+            query = query.where(~own)
+        elif since is not None:
+            query = query.where(Decision.created_at >= since)
+        if until is not None:
+            query = query.where(Decision.created_at <= until)
+        query = query.order_by(col(Decision.created_at), col(Decision.id))
+    return list(session.connection().execute(query).all())
+
+
+def tick_decision_rows(session: Session, since: datetime, until: datetime) -> list[Any]:
+    """The planner's own decisions of the ticks in ``[since, until]``, lightest: what a replay compares with.
+
+    Rows ``(id, tick_at, model_id, policy_name, action, status, reason)`` by
+    tick and id; ``tick_at`` as the driver returns it (SQLite: text), so that
+    millions of rows cost no per-row conversion.
+    """
+    query = (
+        select(Decision.id, type_coerce(Decision.tick_at, String), Decision.model_id, Decision.policy_name,
+               Decision.action, Decision.status, Decision.reason)
+        .where(col(Decision.tick_at) >= since, col(Decision.tick_at) <= until, col(Decision.follows_run_id).is_(None))
+        .order_by(col(Decision.tick_at), col(Decision.id))
+    )
+    return list(session.connection().execute(query).all())
+
+
+def action_runs_by_id(session: Session, run_ids: Iterable[int]) -> dict[int, ActionRun]:
+    ids = sorted(set(run_ids))
+    if not ids:
+        return {}
+    return {run.id: run for run in session.exec(select(ActionRun).where(col(ActionRun.id).in_(ids)))
+            if run.id is not None}

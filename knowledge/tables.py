@@ -61,6 +61,19 @@ class ActionState(str, Enum):
     timed_out = "timed_out"
 
 
+class Verdict(str, Enum):
+    """Verification of a succeeded action run against its policy's ``verify`` (null: not verified)."""
+
+    pending = "pending"  # within the bake time: evaluated every tick, no verdict yet
+    passed = "pass"
+    failed = "fail"
+    inconclusive = "inconclusive"  # too few successful evaluations: a person decides
+
+
+#: Verdicts that block the policy from acting on the model again until a new symptom or a person lifts it.
+BLOCKING_VERDICTS = (Verdict.failed.value, Verdict.inconclusive.value)
+
+
 class PauseScope(str, Enum):
     """What a pause holds back: every decision of one policy, or every decision for one model."""
 
@@ -186,6 +199,12 @@ class DecisionBase(SQLModel):
     priority: int = 0
     expires_at: Optional[datetime] = Field(
         default=None, description="Deadline of an awaiting_approval decision (its policy's approval_timeout).")
+    follows_run_id: Optional[int] = Field(
+        default=None, description="The action run whose verification verdict made this decision (a follow-up).")
+    not_before: Optional[datetime] = Field(
+        default=None, description="A deferred decision's action may not start before this (its policy's defer.earliest).")
+    deadline: Optional[datetime] = Field(
+        default=None, description="A deferred decision's action should have started by this (defer.deadline).")
 
 
 class Decision(DecisionBase, table=True):
@@ -225,6 +244,21 @@ class ActionRunBase(SQLModel):
     emissions_kg: Optional[float] = None
     result: dict[str, Any] = _json()
     message: str = ""
+    # verification (policy ``verify``): see mape.plan.verification
+    verdict: Optional[str] = Field(default=None, max_length=20, index=True,
+                                   description="null (not verified), pending, pass, fail or inconclusive (Verdict).")
+    verify_until: Optional[datetime] = Field(default=None, description="End of the bake time: finished_at + within.")
+    verify_true: int = Field(default=0, description="Evaluations of the expectation that were true.")
+    verify_false: int = Field(default=0, description="Evaluations of the expectation that were false.")
+    verify_errors: int = Field(default=0, description="Ticks the expectation could not be evaluated (never a failure).")
+    verify_last: Optional[bool] = Field(default=None, description="The last successful evaluation's value.")
+    last_verified_at: Optional[datetime] = Field(
+        default=None, description="Logical time of the last evaluation: a tick at or before it counts nothing.")
+    verdict_at: Optional[datetime] = None
+    verification: dict[str, Any] = _json(description="The verify spec judged by, the last evaluation, the outcome.")
+    block_lifted_at: Optional[datetime] = Field(
+        default=None, description="When a person let the policy act again after a fail or inconclusive verdict.")
+    block_lifted_by: Optional[str] = Field(default=None, max_length=200)
 
 
 class ActionRun(ActionRunBase, table=True):
@@ -312,3 +346,44 @@ class AuditEvent(SQLModel, table=True):
     payload: dict[str, Any] = _json()
     prev_hash: str = Field(max_length=64, unique=True)
     hash: str = Field(max_length=64, unique=True)
+
+
+class NotificationState(str, Enum):
+    """Where a queued notification stands: waiting (also between attempts), delivered, or given up."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: one message for one channel, and the progress of delivering it.
+
+    The controller queues rows and sends the due ones each tick; a failed attempt
+    sets ``next_attempt_at``, so retries survive a restart. ``delivered`` holds
+    fingerprints (never the URLs: they may carry secrets) of the channel's URLs
+    that already accepted the message, so a retry does not send it to them twice.
+    """
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_state_next_attempt_at", "state", "next_attempt_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    event: str = Field(max_length=50)
+    channel: str = Field(max_length=50)
+    model_id: Optional[int] = Field(default=None, foreign_key="managed_model.id")
+    decision_id: Optional[int] = Field(default=None, foreign_key="decision.id", index=True)
+    action_run_id: Optional[int] = Field(default=None, foreign_key="action_run.id")
+    title: str = Field(max_length=300)
+    body: str
+    payload: dict[str, Any] = _json(description="The message as structured data (evidence, link).")
+    state: str = Field(default=NotificationState.pending.value, max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime
+    sent_at: Optional[datetime] = None
+    last_error: str = ""
+    delivered: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    dedup_key: str = Field(unique=True, max_length=300, description="event/subject/channel: queued once.")
+
+    def __str__(self) -> str:
+        return f"notification {self.id} ({self.event} to {self.channel}, {self.state})"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -26,7 +27,8 @@ app = typer.Typer(help="mape: a self-adaptive MAPE-K control loop for ML operati
 db_app = typer.Typer(help="The knowledge base's schema.", no_args_is_help=True)
 policy_app = typer.Typer(help="Policy files: check them before they go live.", no_args_is_help=True)
 models_app = typer.Typer(help="Managed models and their versions.", no_args_is_help=True)
-actions_app = typer.Typer(help="Actions outside any policy, asked for by a person.", no_args_is_help=True)
+actions_app = typer.Typer(help="Action types, and actions asked for by a person outside any policy.",
+                          no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(models_app, name="models")
@@ -167,42 +169,59 @@ def config_show(config: ConfigOption = None) -> None:
 # ---------------------------------------------------------------------------------------------- policy
 
 
-@policy_app.command("validate")
-def policy_validate(paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")]) -> None:
-    """Check policy files: schema, CEL syntax and names, known actions. Exit 1 if any is invalid."""
-    from mape.execute import actions as _actions  # noqa: F401
-    from mape.execute.registry import default_registry
-    from mape.plan.loader import load_policies, load_policy_text
+def _action_registry():  # type: ignore[no-untyped-def]
+    """The built-in actions and those of installed distributions (entry point group ``mape.actions``).
 
-    known = default_registry.names()
-    bad = 0
-    good = 0
-    for path in paths:
-        if path.is_dir():
-            result = load_policies(path, known_actions=known)
-            good += len(result.policies)
-            for error in result.errors:
-                bad += 1
-                typer.echo(f"invalid: {error}", err=True)
-            for policy in result.policies:
-                typer.echo(f"ok: {policy.source}: {policy.name}")
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            bad += 1
-            typer.echo(f"invalid: {path}: cannot read: {exc.strerror}", err=True)
-            continue
-        try:
-            policy = load_policy_text(text, source=path, known_actions=known)
-        except MapeError as exc:
-            bad += 1
-            typer.echo(f"invalid: {exc}", err=True)
-        else:
-            good += 1
-            typer.echo(f"ok: {path}: {policy.name}")
-    typer.echo(f"{good} valid, {bad} invalid")
-    raise typer.Exit(1 if bad else 0)
+    A registry of the command's own, so the default one is left as it is; the
+    entry points that failed are in its ``entry_point_failures``.
+    """
+    from mape.execute import actions as _actions  # noqa: F401  (registers the built-ins)
+    from mape.execute.registry import default_registry
+
+    registry = default_registry.copy()
+    registry.load_entry_points()
+    return registry
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+@policy_app.command("validate")
+def policy_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too: policies that can fight, "
+                                                          "action plugins that fail to load.")] = False,
+) -> None:
+    """Check policy files: schema, CEL, context fields, actions and their params, policies that can fight.
+
+    Each problem is one line, ``file:line:column: field: what is wrong``; policies that can fight are
+    warnings (errors with --strict). The last line sums up. Exit 1 if any file is invalid.
+    """
+    from mape.plan.loader import load_policy_paths
+    from mape.plan.overlap import CONFLICTING_ACTIONS, find_overlaps
+
+    registry = _action_registry()
+    result = load_policy_paths(paths, known_actions=registry.params_models())
+    overlaps = find_overlaps(result.policies, conflicts=CONFLICTING_ACTIONS | registry.conflicting_pairs())
+    label = "error" if strict else "warning"
+    for failure in registry.entry_point_failures:
+        typer.echo(f"{label}: {failure}", err=True)
+    for error in result.errors:
+        typer.echo(str(error), err=True)
+    for overlap in overlaps:
+        error = overlap.as_error()
+        typer.echo(f"{error.location}: {label}: {error.field}: {error.message}", err=True)
+    invalid = len({e.source for e in result.errors})
+    warnings = len(overlaps) + len(registry.entry_point_failures)
+    counts = f"{len(result.policies)} valid, {invalid} invalid, {warnings} warning{'' if warnings == 1 else 's'}"
+    failed = bool(result.errors) or (strict and warnings > 0)
+    if failed:
+        typer.echo(f"failed: {counts}" + (" (errors under --strict)" if strict and warnings else ""))
+    else:
+        typer.echo(f"ok: {counts}" + (f": {_names([p.name for p in result.policies])}" if result.policies else ""))
+    raise typer.Exit(1 if failed else 0)
 
 
 @policy_app.command("test")
@@ -211,13 +230,12 @@ def policy_test(paths: Annotated[list[Path], typer.Argument(help="Policy test fi
                 ) -> None:
     """Run policy unit tests through the real planner. Exit 1 if any test fails or any test file is invalid."""
     _logging(verbose)
-    from mape.execute import actions as _actions  # noqa: F401
-    from mape.execute.registry import default_registry
     from mape.plan.testing import PolicyTestReport, run_policy_tests
 
+    known = _action_registry().params_models()
     report = PolicyTestReport()
     for path in paths:
-        report.extend(run_policy_tests(path, known_actions=default_registry.names()))
+        report.extend(run_policy_tests(path, known_actions=known))
     for result in report.results:
         typer.echo(str(result))
     for error in report.errors:
@@ -246,6 +264,90 @@ def policy_explain(decision_id: Annotated[int, typer.Argument(help="The decision
         _fail(f"no decision {decision_id} in the knowledge base at {settings.db_url}")
     assert explanation is not None
     typer.echo(json.dumps(explanation.as_dict(), indent=2) if as_json else str(explanation))
+
+
+def _moment(option: str, value: str) -> datetime:
+    from mape._util.timeutil import ensure_utc
+
+    try:
+        return ensure_utc(datetime.fromisoformat(value))
+    except ValueError:
+        _fail(f"{option} {value!r}: not a time; use ISO 8601, e.g. 2026-01-05T00:00:00Z")
+        raise  # unreachable: _fail exits
+
+
+@policy_app.command("simulate")
+def policy_simulate(
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="Replay this far back from --to, e.g. 30d, 12h (default 30d).")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="First tick to replay (ISO 8601); instead of --since.")] = None,
+    end: Annotated[Optional[str], typer.Option("--to", help="Last tick to replay (ISO 8601); default now.")] = None,
+    policies: Annotated[Optional[Path], typer.Option(
+        "--policies", help="The candidate policy directory; default: the configured policies_dir.")] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    only_diff: Annotated[bool, typer.Option("--only-diff", help="Show only the decisions that differ.")] = False,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Processes to replay in; default: one per core for a large replay.")] = None,
+) -> None:
+    """Replay the recorded ticks through a candidate policy set; show what it would have decided, and the differences.
+
+    Nothing is written. Each tick is planned with the planner's own rules (cooldowns, rate limits, for, blast
+    radius) over the knowledge base as it stood then, and compared with the decisions the live planner wrote.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.migrate import current_revision
+    from knowledge.queries import models_by_name
+    from mape._util.timeutil import parse_duration, utcnow
+    from mape.plan.channels import check_channels
+    from mape.plan.loader import load_policies
+    from mape.plan.simulate import SimulationError, simulate
+
+    if since is not None and start is not None:
+        _fail("give --since or --from, not both")
+    settings = _settings(config)
+    directory = policies if policies is not None else Path(settings.policies_dir)
+    loaded = check_channels(load_policies(directory, known_actions=_action_registry().params_models()),
+                            settings.notifications.channels)
+    if loaded.errors:
+        for error in loaded.errors:
+            typer.echo(str(error), err=True)
+        refused = len({e.source for e in loaded.errors})
+        _fail(f"{refused} policy file{'' if refused == 1 else 's'} of {directory} refused; nothing was simulated")
+    finish = _moment("--to", end) if end is not None else utcnow()
+    if start is not None:
+        begin = _moment("--from", start)
+    else:
+        try:
+            begin = finish - parse_duration(since or "30d")
+        except ValueError as exc:
+            _fail(f"--since {since!r}: {exc}")
+    shown = settings.db_url
+    if current_revision(settings.db_url) is None:
+        _fail(f"the knowledge base at {shown} has no recorded ticks: nothing to replay (it has no tables yet)")
+    engine = create_engine_for(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            stored = models_by_name(session)
+        configured = [m.name for m in settings.models]
+        models = [stored[name] for name in configured if name in stored] if configured else \
+            sorted(stored.values(), key=lambda m: m.id or 0)
+        report = simulate(engine, loaded.policies, start=begin, end=finish, models=models,
+                          max_age=settings.effective_signal_max_age, blast_radius=settings.plan.blast_radius,
+                          utility=settings.plan.utility, workers=workers, keep="diff" if only_diff else "all")
+    except SimulationError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"cannot read the knowledge base at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(only_diff=only_diff), indent=2))
+    else:
+        for line in report.lines(only_diff=only_diff):
+            typer.echo(line)
 
 
 @policy_app.command("schema")
@@ -298,6 +400,31 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+@actions_app.command("list")
+def actions_list(as_json: Annotated[bool, typer.Option("--json", help="Print the actions as JSON.")] = False) -> None:
+    """Every action type policies can name, built-in or from an installed distribution, with its parameters.
+
+    Exit 1 if an action plugin (entry point group mape.actions) failed to load; it is listed with its error.
+    """
+    registry = _action_registry()
+    actions = [{
+        "name": spec.name, "description": spec.description, "origin": registry.origin(spec.name),
+        "retries": spec.retries, "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
+        "conflicts": list(spec.conflicts), "params_schema": spec.params.model_json_schema(),
+    } for spec in registry.specs()]
+    failures = registry.entry_point_failures
+    if as_json:
+        typer.echo(json.dumps({"actions": actions, "failures": [f.as_dict() for f in failures]}, indent=2,
+                              default=str))
+    else:
+        for entry in actions:
+            typer.echo(f"{entry['name']}: {entry['description'] or '(no description)'} [{entry['origin']}]")
+            typer.echo(f"  params: {json.dumps(entry['params_schema'], sort_keys=True, default=str)}")
+        for failure in failures:
+            typer.echo(f"error: {failure}", err=True)
+    raise typer.Exit(1 if failures else 0)
+
+
 @actions_app.command("request")
 def actions_request(
     model: Annotated[str, typer.Argument(help="Managed model name.")],
@@ -333,12 +460,19 @@ def _pause_target(policy: str | None, model: str | None) -> tuple[str, str]:
     return ("policy", policy) if policy is not None else ("model", model)  # type: ignore[return-value]
 
 
-def _knowledge_engine(settings):  # type: ignore[no-untyped-def]
-    from knowledge.database import create_engine_for
+@contextmanager
+def _knowledge_session(settings):  # type: ignore[no-untyped-def]
+    """A session on the configured knowledge base (migrated first); committed on success, engine disposed."""
+    from knowledge.database import create_engine_for, session_scope
     from knowledge.migrate import upgrade
 
     upgrade(settings.db_url)
-    return create_engine_for(settings.db_url)
+    engine = create_engine_for(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 @app.command("pause")
@@ -353,23 +487,18 @@ def pause(
     from sqlmodel import select
 
     from knowledge import queries
-    from knowledge.database import session_scope
     from knowledge.tables import PolicyVersion
 
     scope, name = _pause_target(policy, model)
     if not reason.strip():
         _fail("--reason must say why (it is shown in every decision the pause suppresses)")
     settings = _settings(config)
-    engine = _knowledge_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            if scope == "model":
-                known = set(queries.models_by_name(session)) | {m.name for m in settings.models}
-            else:
-                known = set(session.exec(select(PolicyVersion.name)))
-            row, created = queries.pause(session, scope, name, actor=actor, reason=reason)
-    finally:
-        engine.dispose()
+    with _knowledge_session(settings) as session:
+        if scope == "model":
+            known = set(queries.models_by_name(session)) | {m.name for m in settings.models}
+        else:
+            known = set(session.exec(select(PolicyVersion.name)))
+        row, created = queries.pause(session, scope, name, actor=actor, reason=reason)
     if created and name not in known:
         typer.echo(f"warning: no {scope} named {name!r} is known yet; paused it anyway", err=True)
     if created:
@@ -383,20 +512,29 @@ def resume(
     policy: PausePolicyOption = None,
     model: PauseModelOption = None,
     actor: ActorOption = os.environ.get("USER", "operator"),
+    reason: Annotated[str, typer.Option(help="Why (recorded); with --policy and --model.")] = "",
     config: ConfigOption = None,
 ) -> None:
-    """Lift the pause of a policy or a model; its policies decide again from the next tick."""
+    """Lift the pause of a policy or a model; with both, let the policy act on the model again after a failed
+    or inconclusive verification."""
     from knowledge import queries
-    from knowledge.database import session_scope
 
-    scope, name = _pause_target(policy, model)
     settings = _settings(config)
-    engine = _knowledge_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            lifted = queries.resume(session, scope, name, actor=actor)
-    finally:
-        engine.dispose()
+    if policy is not None and model is not None:
+        with _knowledge_session(settings) as session:
+            row = queries.models_by_name(session).get(model)
+            if row is None or row.id is None:
+                _fail(f"no managed model named {model!r} in the knowledge base")
+            runs = queries.lift_verification_block(session, row.id, policy, actor=actor,
+                                                   reason=reason or "lifted with mape resume")
+        if not runs:
+            _fail(f"policy {policy} is not blocked on model {model} by a verification")
+        typer.echo(f"policy {policy} may act on model {model} again: block of run "
+                   f"{', '.join(str(r.id) for r in runs)} lifted by {actor}")
+        return
+    scope, name = _pause_target(policy, model)
+    with _knowledge_session(settings) as session:
+        lifted = queries.resume(session, scope, name, actor=actor)
     if lifted is None:
         _fail(f"{scope} {name} is not paused (see mape pauses)")
     typer.echo(f"{scope} {name} resumed by {actor} (it was {lifted})")
@@ -406,19 +544,13 @@ def resume(
 def pauses(config: ConfigOption = None) -> None:
     """Every pause in force: what, by whom, since when, why."""
     from knowledge import queries
-    from knowledge.database import session_scope
 
-    settings = _settings(config)
-    engine = _knowledge_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            rows = queries.pauses(session)
-    finally:
-        engine.dispose()
+    with _knowledge_session(_settings(config)) as session:
+        rows = [str(row) for row in queries.pauses(session)]
     if not rows:
         typer.echo("nothing is paused")
     for row in rows:
-        typer.echo(str(row))
+        typer.echo(row)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mape._util.timeutil import parse_duration
@@ -190,6 +199,142 @@ class PrefectSettings(_Strict):
                                          "no api_url is set (its UI is there too).")
 
 
+class BlastRadius(_Strict):
+    """A fleet-wide limit on automatic actions: past it, every new decision waits for a person.
+
+    Within any ``per``, at most ``max_models`` models, or ``max_percent`` % of
+    the fleet (rounded down, but at least one model), may be acted on without a
+    person; with both set, the smaller limit holds. A decision that would act
+    on one more model becomes ``awaiting_approval``.
+    """
+
+    max_models: int | None = Field(None, ge=1, description="At most this many models acted on within per.")
+    max_percent: float | None = Field(None, gt=0, le=100, description="At most this share of the fleet, in percent.")
+    per: timedelta = Field(timedelta(hours=1), description="Length of the sliding window, e.g. 1h.")
+
+    _per = field_validator("per", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "BlastRadius":
+        if self.max_models is None and self.max_percent is None:
+            raise ValueError("set max_models, max_percent or both")
+        if self.per <= timedelta(0):
+            raise ValueError("per must be longer than 0")
+        return self
+
+
+#: Quality dimensions a policy's alternatives state their expected effect on (issue: Rainbow-style selection).
+QUALITY_DIMENSIONS = ("accuracy", "fairness", "latency", "cost", "gco2")
+QualityDimension = Literal["accuracy", "fairness", "latency", "cost", "gco2"]
+
+
+class Utility(_Strict):
+    """How much each quality dimension counts when a policy chooses between alternative actions.
+
+    The utility of an alternative is the sum over dimensions of ``weight ×
+    expected improvement`` (improvements as the policy states them, positive
+    is better); the planner picks the alternative with the highest utility.
+    """
+
+    weights: dict[QualityDimension, float] = Field(
+        default_factory=lambda: {d: 1.0 for d in QUALITY_DIMENSIONS},
+        description="Weight per quality dimension (accuracy, fairness, latency, cost, gco2); missing ones count 0.")
+
+    @field_validator("weights")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, weight in value.items():
+            if weight != weight or weight in (float("inf"), float("-inf")):
+                raise ValueError(f"weight of {key} must be a finite number, got {weight}")
+        return value
+
+
+class PlanSettings(_Strict):
+    """Fleet-wide settings of the plan stage (policies themselves live in ``policies_dir``)."""
+
+    blast_radius: BlastRadius | None = Field(
+        None, description="Fleet-wide limit on models acted on automatically per period; unset: no limit.")
+    utility: Utility = Field(default_factory=Utility,
+                             description="Weights of the quality dimensions when a policy offers alternatives.")
+
+
+# --------------------------------------------------------------------------- notifications
+
+#: What a notification is about. ``decision``: a policy decided to act (or would, in dry-run);
+#: ``notify``: the ``notify`` action of a policy. The others name what went wrong or waits.
+NotificationEvent = Literal["decision", "awaiting_approval", "approval_expired", "escalation", "action_failed",
+                            "verification_failed", "notify"]
+DEFAULT_NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "awaiting_approval", "approval_expired", "escalation", "action_failed", "verification_failed")
+#: Channel names: what policies (``spec.notify``) and the ``notify`` action refer to.
+CHANNEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
+
+
+def shown_url(url: str) -> str:
+    """A channel URL as it may appear in messages: as written if its secrets are ``${VARIABLES}``, else its scheme.
+
+    >>> shown_url("slack://${SLACK_TOKENS}/#ops"), shown_url("slack://T1/B2/secret/#ops")
+    ('slack://${SLACK_TOKENS}/#ops', 'slack://… (rest hidden)')
+    """
+    from mape._util.envvars import references
+
+    if references(url):
+        return url
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://… (rest hidden)" if sep else "… (hidden)"
+
+
+def _apprise_url(url: str) -> str:
+    """Check that ``url`` names a variable that is set and a service Apprise supports; keep it unexpanded."""
+    from mape._util.envvars import expand
+
+    expanded = expand(url)
+    import apprise  # only when channels are configured: importing it costs a tenth of a second
+
+    if apprise.Apprise.instantiate(expanded) is None:
+        raise ValueError(f"Apprise does not support this URL or cannot parse it: {shown_url(url)}")
+    return url
+
+
+class ChannelConfig(_Strict):
+    """A named notification channel: one or more Apprise URLs, and the events they receive.
+
+    URLs may name environment variables as ``${NAME}``; they are expanded when a
+    message is sent, so secrets stay out of the file, the knowledge base and
+    ``mape config show``.
+    """
+
+    urls: list[Annotated[str, AfterValidator(_apprise_url)]] = Field(
+        min_length=1, description="Apprise URLs, e.g. slack://..., msteams://..., mailto://..., json://host/path.")
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFICATION_EVENTS),
+        description="Events this channel receives; policies may add channels for their own decisions (spec.notify).")
+
+
+class NotificationSettings(_Strict):
+    """Where notifications go, and how hard mape tries to deliver them.
+
+    Each tick queues one notification per event and channel in the knowledge
+    base (the outbox) and then sends the due ones. A channel that fails is
+    tried again on a later tick after ``retry_delay`` (doubling each time, at
+    most ``max_retry_delay``) until ``max_attempts``; it never fails the tick.
+    """
+
+    channels: dict[Annotated[str, StringConstraints(pattern=CHANNEL_NAME_PATTERN)], ChannelConfig] = Field(
+        default_factory=dict, description="Named channels; policies and the notify action refer to them by name.")
+    dashboard_url: str | None = Field(
+        None, description="Base URL of the dashboard, e.g. http://host:8501; messages link to ?decision=<id>.")
+    timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect and, again, to read a reply, per URL.")
+    max_attempts: int = Field(5, ge=1, le=100, description="Attempts per notification and channel before giving up.")
+    retry_delay: timedelta = Field(timedelta(minutes=1), description="Wait after the first failed attempt.")
+    max_retry_delay: timedelta = Field(timedelta(hours=1), description="Longest wait between attempts.")
+    budget: timedelta = Field(
+        timedelta(seconds=30),
+        description="Time a tick may spend sending; what is left waits for the next tick.")
+
+    _d = field_validator("retry_delay", "max_retry_delay", "budget", mode="before")(_duration)
+
+
 class Settings(BaseSettings):
     """Everything the engine needs, with a default for each field."""
 
@@ -210,6 +355,8 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list, description="The managed models.")
     symptoms: list[SymptomRule] = Field(default_factory=default_symptom_rules, description="Analyze rules.")
     prefect: PrefectSettings = PrefectSettings()
+    plan: PlanSettings = PlanSettings()
+    notifications: NotificationSettings = NotificationSettings()
     config_file: Path | None = Field(None, description="The file these settings were read from (set by the loader).")
 
     _d = field_validator("tick_interval", mode="before")(_duration)
@@ -299,10 +446,10 @@ def settings_from_mapping(data: dict[str, Any], *, source: str = "settings", bas
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(p for p in error["loc"] if p not in ("FileSourceConfig", "SqlSourceConfig", "parquet", "csv", "sql"))
-        raise ConfigError(
-            error["msg"], source=source, field=_format_location(loc) or None, value=error.get("input")
-            if not isinstance(error.get("input"), dict) else None
-        ) from None
+        value = error.get("input")
+        if isinstance(value, dict) or "urls" in loc:  # channel URLs may hold secrets: the message shows them redacted
+            value = None
+        raise ConfigError(error["msg"], source=source, field=_format_location(loc) or None, value=value) from None
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -2,8 +2,9 @@
 
 Who calls it: :mod:`flows.tick` (the Prefect flow behind ``mape tick`` and
 ``mape run``) and the tests. A tick is keyed by its logical time ``at``:
-sensing, analysis and planning run once per ``at`` (a repeated tick — a
-Prefect retry, a restarted controller — skips them), while dispatching and
+sensing, analysis, verification and planning run once per ``at`` (a
+repeated tick — a Prefect retry, a restarted controller — skips them; each is
+idempotent per ``at`` where a crashed tick runs again), while dispatching and
 running pending actions is safe to repeat because the executor claims each
 run atomically.
 
@@ -31,12 +32,15 @@ from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, 
 from mape._util.timeutil import Clock, ensure_utc, utcnow
 from mape.analyze.stage import Analyzer
 from mape.config import Settings
-from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain and rollback)
+from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain, rollback and notify)
 from mape.execute.executor import Executor
 from mape.execute.registry import ActionRegistry, default_registry
 from mape.monitor.stage import Monitor
+from mape.notify import deliver, enqueue_tick
+from mape.plan.channels import check_channels
 from mape.plan.loader import LoadedPolicy, load_policies
 from mape.plan.planner import Planner
+from mape.plan.verification import Verifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,6 +65,19 @@ class ActionSummary(BaseModel):
     message: str = ""
 
 
+class VerdictSummary(BaseModel):
+    run_id: int
+    model: str
+    policy: str
+    action: str
+    verdict: str
+    true: int
+    false: int
+    errors: int
+    outcome: str
+    decision_id: int | None = None
+
+
 class TickReport(BaseModel):
     """What one tick saw and did; printed by ``mape tick`` and the demo's timeline."""
 
@@ -73,6 +90,12 @@ class TickReport(BaseModel):
     actions: list[ActionSummary] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list, description="Stage failures: a sensor, a stage or a dispatch broke.")
     warnings: list[str] = Field(default_factory=list, description="Policy conditions that could not be evaluated.")
+    verdicts: list[VerdictSummary] = Field(default_factory=list, description="Verifications that ended in this tick.")
+    pending: dict[str, list[str]] = Field(
+        default_factory=dict, description="By model, policies whose condition holds but whose `for` has not passed.")
+    expired: list[int] = Field(default_factory=list, description="Decisions that expired awaiting approval.")
+    cancelled: list[int] = Field(default_factory=list,
+                                 description="Deferred action runs cancelled because their policy stopped firing.")
 
 
 def _identity(name: str, fn: Callable[..., T]) -> Callable[..., T]:
@@ -89,7 +112,10 @@ class Controller:
     clock : callable, optional
         Returns the current time (aware UTC); tests and the demo step it.
     actions : ActionRegistry, optional
-        Known action types; the built-ins by default.
+        Known action types; the built-ins by default. The actions of installed
+        distributions (entry point group ``mape.actions``) are added to it at
+        start; one that fails to load is logged and skipped
+        (:attr:`action_plugin_errors`).
     migrate : bool
         Bring the knowledge base to the current schema first (the embedded default).
     """
@@ -99,17 +125,20 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.actions = actions
+        self.action_plugin_errors = [str(failure) for failure in actions.load_entry_points()]
         if migrate:
             upgrade(settings.db_url)
         self.engine = engine or create_engine_for(settings.db_url)
         self.monitor = Monitor(settings.models)
         self.analyzer = Analyzer(settings.symptoms)
         self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
-                                 artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id)
+                                 artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id,
+                                 notifications=settings.notifications)
         self._policies_by_source: dict[str, LoadedPolicy] = {}
         self._policy_signature: tuple[Any, ...] | None = None
         self.policy_errors: list[str] = []
         self.planner = self._planner([])
+        self.verifier = Verifier(actor=settings.controller_id, max_age=settings.effective_signal_max_age)
         with session_scope(self.engine) as session:
             registry.sync_models(session, settings.models, actor=settings.controller_id)
         self.reload_policies()
@@ -120,8 +149,16 @@ class Controller:
         directory = Path(self.settings.policies_dir)
         if not directory.is_dir():
             return ()
-        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                            for p in directory.iterdir() if p.suffix in (".yaml", ".yml")))
+        entries = []
+        for path in directory.iterdir():
+            if path.suffix not in (".yaml", ".yml"):
+                continue
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link (an editor's `.#name.yaml` lock) or a file removed meanwhile
+                continue
+            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(entries))
 
     def reload_policies(self, *, force: bool = False) -> bool:
         """Reload the policy directory if any file changed; returns True if it was reloaded.
@@ -140,7 +177,8 @@ class Controller:
             result_policies: list[LoadedPolicy] = []
             errors: list[Any] = []
         else:
-            result = load_policies(directory, known_actions=self.actions.names())
+            result = check_channels(load_policies(directory, known_actions=self.actions.params_models()),
+                                    self.settings.notifications.channels)
             result_policies, errors = list(result.policies), list(result.errors)
         loaded = {str(p.source): p for p in result_policies}
         self.policy_errors = []
@@ -160,14 +198,16 @@ class Controller:
                 self.policy_errors.append(message)
                 log.error("Policy refused: %s", message)
                 audit.record(session, actor=self.settings.controller_id, kind="policy.refused", subject=source,
-                             payload={"error": str(error), "kept_version": kept.sha256 if kept and note else None})
+                             payload={"error": str(error), "kept_version": kept.sha256 if kept and note else None,
+                                      "line": getattr(error, "line", None), "column": getattr(error, "column", None)})
         self._policies_by_source = loaded
         self.planner = self._planner(list(loaded.values()))
         log.info("Loaded %d policies from %s (%d refused)", len(loaded), directory, len(errors))
         return True
 
     def _planner(self, policies: list[LoadedPolicy]) -> Planner:
-        return Planner(policies, actor=self.settings.controller_id, max_age=self.settings.effective_signal_max_age)
+        return Planner(policies, actor=self.settings.controller_id, max_age=self.settings.effective_signal_max_age,
+                       blast_radius=self.settings.plan.blast_radius, utility=self.settings.plan.utility)
 
     @property
     def policies(self) -> list[LoadedPolicy]:
@@ -200,6 +240,17 @@ class Controller:
             report = self.analyzer.run(session, self._model_ids(session), at)
         return _as_dict(report)
 
+    def verify(self, at: datetime) -> dict[str, Any]:
+        """Judge succeeded actions against their policy's ``verify`` (:mod:`mape.plan.verification`).
+
+        It runs before planning, so a follow-up rollback takes the model's one
+        acting slot of the tick, and a policy blocked by a verdict is blocked
+        from this tick on.
+        """
+        with session_scope(self.engine) as session:
+            report = self.verifier.verify(session, at)
+        return _as_dict(report)
+
     def plan(self, at: datetime) -> dict[str, Any]:
         self.reload_policies()
         with session_scope(self.engine) as session:
@@ -216,6 +267,19 @@ class Controller:
 
     def run_action(self, run_id: int, at: datetime, flow_run_id: str | None = None) -> None:
         self.executor.run(run_id, at, flow_run_id=flow_run_id)
+
+    def notify(self, at: datetime) -> dict[str, Any]:
+        """Queue the tick's notifications (:mod:`mape.notify.events`), then send every due one.
+
+        A channel that fails is retried on a later tick and never fails this one;
+        its failures come back as ``problems`` (tick warnings).
+        """
+        settings = self.settings.notifications
+        with session_scope(self.engine) as session:
+            enqueue_tick(session, settings, at,
+                         policy_channels={p.name: p.policy.spec.notify for p in self.policies})
+        report = deliver(self.engine, settings, at, actor=self.settings.controller_id)
+        return {**report.as_dict(), "problems": report.problems}
 
     def finish(self, at: datetime, report: TickReport) -> TickReport:
         with session_scope(self.engine) as session:
@@ -252,7 +316,8 @@ class Controller:
         new = wrap("begin", self.begin)(at, flow_run_id)
         report.repeated = not new
         if new:
-            for name, stage in (("monitor", self.sense), ("analyze", self.analyze), ("plan", self.plan)):
+            for name, stage in (("monitor", self.sense), ("analyze", self.analyze), ("verify", self.verify),
+                                ("plan", self.plan)):
                 try:
                     result = wrap(name, stage)(at)
                 except Exception as exc:  # noqa: BLE001 - a failing stage is reported, the tick goes on
@@ -273,6 +338,11 @@ class Controller:
             except Exception as exc:  # noqa: BLE001
                 log.exception("Action run %s could not be started", run_id)
                 report.errors.append(f"action run {run_id}: {type(exc).__name__}: {exc}")
+        try:
+            report.warnings.extend(f"notify: {p}" for p in wrap("notify", self.notify)(at)["problems"])
+        except Exception as exc:  # noqa: BLE001 - notifications never stop the loop
+            log.exception("Notifications failed at %s", at)
+            report.errors.append(f"notify: {type(exc).__name__}: {exc}")
         return wrap("finish", self.finish)(at, report)
 
     # ------------------------------------------------------------------ people
@@ -311,5 +381,11 @@ def _merge(report: TickReport, stage: str, result: dict[str, Any]) -> None:
         report.opened = [str(s) for s in result.get("opened") or []]
         report.closed = [str(s) for s in result.get("closed") or []]
         report.errors.extend(f"analyze: {e}" for e in result.get("errors") or [])
+    elif stage == "verify":
+        report.verdicts = [VerdictSummary(**v) for v in result.get("verdicts") or []]
+        report.warnings.extend(f"verify: {e}" for e in result.get("errors") or [])
     elif stage == "plan":
         report.warnings.extend(f"plan: {e}" for e in result.get("errors") or [])
+        report.pending = {model: list(names) for model, names in (result.get("pending") or {}).items()}
+        report.expired = list(result.get("expired") or [])
+        report.cancelled = list(result.get("cancelled") or [])

@@ -52,12 +52,59 @@ class ConfigError(MapeError, ValueError):
         where = ": ".join(p for p in (source, field) if p)
         text = f"{where}: {message}" if where else message
         if value is not None:
-            text += f" (got {value!r})"
+            text += f" (got {shown(value)})"
         super().__init__(text)
 
 
+def shown(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` for a message: cut to ``limit`` characters, and safe for ints too long to print.
+
+    >>> shown("x" * 500)[-12:], shown(16 ** 5000)
+    ("xxxxxxxx...'", '<an int of 6021 digits>')
+    """
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<an int of {int(value.bit_length() * 0.30103) + 1} digits>"
+    return text if len(text) <= limit else f"{text[:limit - 4]}...{text[-1]}"
+
+
 class PolicyError(ConfigError):
-    """A policy file is invalid: it is refused, the other policies keep working."""
+    """A policy file is invalid: it is refused, the other policies keep working.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong.
+    source : str, optional
+        The policy file.
+    field : str, optional
+        Dotted path of the offending field, e.g. ``spec.action.params.window``.
+    value : Any, optional
+        The offending value.
+    line, column : int, optional
+        Where in ``source`` (1-based), shown compiler-style as
+        ``policies/x.yaml:7:9: spec.when: ...`` so editors can jump there.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None, value: Any = None,
+                 line: int | None = None, column: int | None = None):
+        self.line = line
+        self.column = column
+        super().__init__(message, source=_located(source, line, column), field=field, value=value)
+        self.source = source
+        self.message = message
+
+    @property
+    def location(self) -> str:
+        """``source:line:column`` as far as known (``""`` without a source)."""
+        return _located(self.source, self.line, self.column) or ""
+
+
+def _located(source: str | None, line: int | None, column: int | None) -> str | None:
+    if not source or line is None:
+        return source
+    return f"{source}:{line}" + (f":{column}" if column is not None else "")
 
 
 class ConditionError(MapeError, ValueError):
@@ -72,11 +119,16 @@ class ConditionError(MapeError, ValueError):
         True when evaluation failed because a signal is not in the context
         (a missing map key or variable), as opposed to a type error or a bug
         in the expression.
+    offset : int, optional
+        Where in the expression the problem is (0-based character offset),
+        when the compiler or the field check knows; the loader turns it into
+        a line and column of the policy file.
     """
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
+    def __init__(self, message: str, *, missing: bool = False, offset: int | None = None) -> None:
         super().__init__(message)
         self.missing = missing
+        self.offset = offset
 
 
 class DataSourceError(MapeError):

@@ -8,6 +8,7 @@ callable so tests and the demo can freeze or step time.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -51,17 +52,40 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_shown(value)} is not a duration")
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ValueError(f"{value!r} is not a duration: it is negative")
-        return timedelta(seconds=float(value))
+            raise ValueError(f"{_shown(value)} is not a duration: it is negative")
+        return _seconds(value, value, 1)
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(
-            f"{value!r} is not a duration; use a number and a unit such as 90s, 15m, 6h, 14d or 2w"
+            f"{_shown(value)} is not a duration; use a number and a unit such as 90s, 15m, 6h, 14d or 2w"
         )
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return _seconds(value, match.group(1), _UNITS[match.group(2)])
+
+
+def _seconds(value: object, number: str | float, unit: float) -> timedelta:
+    """A timedelta of ``number * unit`` seconds; NaN, infinities and spans past ``timedelta.max`` are a ``ValueError``.
+
+    >>> parse_duration("99999999999d")
+    Traceback (most recent call last):
+    ...
+    ValueError: '99999999999d' is not a duration: it is too long
+    """
+    try:
+        return timedelta(seconds=float(number) * unit)
+    except (OverflowError, ValueError):  # inf and huge values overflow; NaN "cannot convert to integer"
+        reason = "not a number" if isinstance(value, float) and math.isnan(value) else "too long"
+        raise ValueError(f"{_shown(value)} is not a duration: it is {reason}") from None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut to 60 characters for a message (an int too long to print is named as such)."""
+    if isinstance(value, int) and abs(value) >= 10**60:
+        return "a number this large"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
 
 
 def format_duration(value: timedelta) -> str:

@@ -4,5 +4,5 @@ Who calls it: the controller dispatches decisions into action runs
 (:class:`mape.execute.executor.Executor`), and the Prefect action flow in
 :mod:`flows.actions` runs each one through the executor. Effectors are plain
 functions registered with :func:`mape.execute.registry.action`; the built-in
-ones (``retrain``, ``rollback``) live in :mod:`mape.execute.actions`.
+ones (``retrain``, ``rollback``, ``notify``) live in :mod:`mape.execute.actions`.
 """

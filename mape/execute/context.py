@@ -6,7 +6,7 @@ passes it to the effector together with its validated parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ import pandas as pd
 from sqlmodel import Session
 
 from knowledge.tables import ActionRun, Decision, ManagedModel
-from mape.config import ModelConfig
+from mape.config import ModelConfig, NotificationSettings
 from mape.data.labelled import labelled_window
 from mape.data.sources import TableSource, open_source
 
@@ -42,6 +42,8 @@ class ActionContext:
         Where artifacts of this run are written.
     actor : str
         Who acts, for audit events.
+    notifications : NotificationSettings
+        The notification channels (the ``notify`` action queues messages for them).
     """
 
     session: Session
@@ -53,6 +55,7 @@ class ActionContext:
     artifacts_dir: Path
     actor: str
     source_factory: Callable[..., TableSource] = open_source
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     def labelled(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Predictions made in ``[start, end)`` joined with the labels that had arrived by ``at``."""

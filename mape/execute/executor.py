@@ -34,7 +34,8 @@ from sqlmodel import Session, col, select
 from knowledge import audit, queries
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState, Decision, ManagedModel
-from mape.config import ModelConfig
+from mape._util.timeutil import ensure_utc
+from mape.config import ModelConfig, NotificationSettings
 from mape.data.sources import TableSource, open_source
 from mape.errors import PermanentActionError, TransientActionError
 from mape.execute.context import ActionContext
@@ -64,22 +65,30 @@ class Executor:
         Root directory for artifacts.
     actor : str
         Name written into audit events.
+    notifications : NotificationSettings, optional
+        Notification channels, for effectors that notify (default: none).
     """
 
     def __init__(self, engine: Engine, registry: ActionRegistry, *, models: dict[str, ModelConfig],
                  artifacts_dir: Path, actor: str = "controller",
-                 source_factory: Callable[..., TableSource] = open_source) -> None:
+                 source_factory: Callable[..., TableSource] = open_source,
+                 notifications: NotificationSettings | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.models = models
         self.artifacts_dir = artifacts_dir
         self.actor = actor
         self.source_factory = source_factory
+        self.notifications = notifications or NotificationSettings()
 
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, session: Session, at: datetime) -> list[ActionRun]:
-        """Create a pending run for every decision that should act and has none; time out stale runs."""
+        """Create a run for every decision that should act and has none; time out stale runs.
+
+        The run is ``pending`` (runnable now), or ``scheduled`` for the
+        decision's ``not_before`` when its policy defers the action.
+        """
         self._time_out_stale(session, at)
         created: list[ActionRun] = []
         for decision in queries.decisions_to_dispatch(session):
@@ -92,9 +101,15 @@ class Executor:
             if problem is not None:
                 transition(run, S.failed.value, at=at, message=problem)
                 log.warning("Action run %s refused: %s", run.id, problem)
+            elif decision.not_before is not None and ensure_utc(decision.not_before) > at:
+                # a deferred decision: the run waits for its time (and is cancelled if its policy stops firing)
+                transition(run, S.scheduled.value, at=at,
+                           message=f"deferred: not before {ensure_utc(decision.not_before).isoformat()}")
+                run.scheduled_for = ensure_utc(decision.not_before)
             audit.record(session, actor=self.actor, kind="action.dispatched", subject=str(run),
                          payload={"decision": decision.id, "action": decision.action, "params": decision.params,
-                                  "state": run.state}, time=at)
+                                  "state": run.state, "scheduled_for": run.scheduled_for.isoformat()
+                                  if run.scheduled_for else None}, time=at)
             created.append(run)
         session.flush()
         return created
@@ -161,7 +176,7 @@ class Executor:
                 params = spec.params.model_validate(run.params)
                 ctx = ActionContext(session=session, run=run, decision=decision, model=model, config=config, at=at,
                                     artifacts_dir=self.artifacts_dir, actor=self.actor,
-                                    source_factory=self.source_factory)
+                                    source_factory=self.source_factory, notifications=self.notifications)
                 result = spec.fn(ctx, params)
                 transition(run, S.succeeded.value, at=at, message="")
                 run.result = _jsonable(result or {})

@@ -16,7 +16,8 @@ expire at the next pass.
 Who calls it: the controller loads the policies at start (and on reload) with
 :func:`load_policies`, builds a :class:`Planner`, and calls
 :meth:`Planner.plan` once per tick; ``mape policy validate`` calls
-:func:`load_policies` / :func:`load_policy_text`. The execute stage reads the
+:func:`load_policy_paths` and :func:`find_overlaps` (policies that can
+fight, :mod:`mape.plan.overlap`). The execute stage reads the
 decisions from the knowledge base, never from this package.
 """
 
@@ -27,11 +28,14 @@ from mape.plan.expressions import Condition, ConditionError
 from mape.plan.loader import (
     LoadedPolicy,
     PolicyLoadResult,
+    check_policy_text,
     is_policy_file,
     load_policies,
+    load_policy_paths,
     load_policy_text,
     record_policies,
 )
+from mape.plan.overlap import Overlap, find_overlaps
 from mape.plan.planner import DEFAULT_SAFETY_ORDER, EvaluationError, Planner, PlanReport, selects
 from mape.plan.policy import Policy, policy_json_schema
 
@@ -42,13 +46,17 @@ __all__ = [
     "ConditionError",
     "EvaluationError",
     "LoadedPolicy",
+    "Overlap",
     "PlanReport",
     "Planner",
     "Policy",
     "PolicyLoadResult",
     "build_context",
+    "check_policy_text",
+    "find_overlaps",
     "is_policy_file",
     "load_policies",
+    "load_policy_paths",
     "load_policy_text",
     "policy_json_schema",
     "record_policies",

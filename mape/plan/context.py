@@ -22,8 +22,9 @@ logical time and returns a plain, JSON-serialisable mapping with the roots of
     ``production_age_seconds`` (since its promotion).
 ``since_last``
     By action type, seconds since the last acting (proposed, awaiting
-    approval, approved) decision of that action for this model; no key if
-    there has been none.
+    approval, approved) decision of that action for this model, made before
+    the tick; no key if there has been none. The tick's own decisions do not
+    count, so a tick planned again sees the context it saw the first time.
 
 A signal that is not available is absent, never zero: missing observations,
 non-finite values, and, with ``max_age``, observations (and symptoms not seen)
@@ -41,7 +42,7 @@ context is stored as the decision's evidence); the dashboard and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,7 +53,7 @@ from knowledge.tables import ManagedModel, ModelVersion, Observation, Stage, Sym
 from mape._util.timeutil import ensure_utc
 from mape.plan.expressions import CONTEXT_ROOTS
 
-__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "build_context", "build_contexts"]
+__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "metric_root"]
 
 #: Context roots filled from observations: the metric name prefix is ``<root>.``.
 METRIC_ROOTS: tuple[str, ...] = ("drift", "performance")
@@ -70,14 +71,37 @@ def _metric_value(key: str, value: float | None) -> bool | int | float | None:
 
 
 def _json_scalar(value: Any) -> Any:
-    """Drop values JSON (and PostgreSQL's json type) cannot hold: NaN and infinities."""
+    """Drop values JSON (and PostgreSQL's json type) or CEL cannot hold: NaN, infinities, strings with lone surrogates.
+
+    Integers past 64 bits become doubles (dropped if even a double cannot hold them).
+
+    >>> _json_scalar({"accuracy": float("nan"), "rows": 10**30, "note": "\\ud800", "ok": [1, "a"]})
+    {'rows': 1e+30, 'ok': [1, 'a']}
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str) and not _encodable(value):
+        return None
     if isinstance(value, dict):
-        return {str(k): v for k, v in ((k, _json_scalar(v)) for k, v in value.items()) if v is not None}
+        return {str(k): v for k, v in ((k, _json_scalar(v)) for k, v in value.items())
+                if v is not None and _encodable(str(k))}
     if isinstance(value, (list, tuple)):
         return [_json_scalar(v) for v in value]
     return value
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate, which neither UTF-8 nor CEL can carry)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _metrics(observations: dict[str, Observation], root: str, oldest: datetime | None) -> dict[str, Any]:
@@ -91,6 +115,18 @@ def _metrics(observations: dict[str, Observation], root: str, oldest: datetime |
         if key and value is not None:
             result[key] = value
     return result
+
+
+def metric_root(observations: dict[str, Observation], root: str, oldest: datetime | None) -> dict[str, Any]:
+    """One root filled from observations (``drift``, ``performance``), as :func:`assemble_context` fills it.
+
+    >>> from types import SimpleNamespace as Obs
+    >>> from datetime import timezone
+    >>> t = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    >>> metric_root({"drift.detected": Obs(time=t, value=1.0), "drift.n_drifted": Obs(time=t, value=4)}, "drift", None)
+    {'detected': True, 'n_drifted': 4.0}
+    """
+    return _metrics(observations, root, oldest)
 
 
 def _symptoms(symptoms: list[Symptom], at: datetime, oldest: datetime | None) -> dict[str, Any]:
@@ -114,7 +150,7 @@ def _model(model: ManagedModel, versions: list[ModelVersion], at: datetime) -> t
     production = next((v for v in versions if v.stage == Stage.production.value), None)
     info: dict[str, Any] = {
         "name": model.name,
-        "labels": dict(model.labels or {}),
+        "labels": _json_scalar(dict(model.labels or {})),
         "versions": len(versions),
         # the same rule as knowledge.registry.rollback_target: a retired version that once served
         "can_roll_back": any(v.stage == Stage.archived.value and v.promoted_at is not None for v in versions),
@@ -151,13 +187,50 @@ def build_contexts(
     contexts: dict[int, dict[str, Any]] = {}
     for model in models:
         assert model.id is not None
-        own = observations.get(model.id, {})
-        context: dict[str, Any] = {root: _metrics(own, root, oldest) for root in METRIC_ROOTS}
-        context["model"], context["baseline"] = _model(model, versions.get(model.id, []), at)
-        context["symptoms"] = _symptoms(symptoms.get(model.id, []), at, oldest)
-        context["since_last"] = since_last.get(model.id, {})
-        contexts[model.id] = {root: context[root] for root in CONTEXT_ROOTS}
+        contexts[model.id] = assemble_context(model, observations.get(model.id, {}), symptoms.get(model.id, []),
+                                              versions.get(model.id, []), since_last.get(model.id, {}), at,
+                                              oldest=oldest)
     return contexts
+
+
+def assemble_context(model: ManagedModel, observations: dict[str, Observation], symptoms: list[Symptom],
+                     versions: list[ModelVersion], since_last: dict[str, float], at: datetime, *,
+                     oldest: datetime | None, roots: Collection[str] | None = None) -> dict[str, Any]:
+    """One model's context from rows already read: what :func:`build_contexts` does for each model.
+
+    Pure (reads no database), so ``mape policy simulate`` builds the contexts of
+    past ticks from the rows as they were then with exactly the live semantics.
+
+    Parameters
+    ----------
+    model : ManagedModel
+        The model (``name`` and ``labels`` are read).
+    observations : dict of str to Observation
+        The newest summary observation of each metric at or before ``at``
+        (objects with ``time`` and ``value``).
+    symptoms : list of Symptom
+        The symptoms open at ``at`` (``kind``, ``severity``, ``opened_at``, ``last_seen_at``).
+    versions : list of ModelVersion
+        The model's versions as they stood at ``at`` (``version``, ``stage``,
+        ``promoted_at``, ``metrics``), in version order.
+    since_last : dict of str to float
+        Seconds since the last acting decision of each action type.
+    at : datetime
+        The tick's logical time (aware UTC).
+    oldest : datetime, optional
+        The staleness bound ``at - max_age``; ``None``: none.
+    roots : collection of str, optional
+        Build only these roots (the ones the conditions read); default: all.
+    """
+    wanted = CONTEXT_ROOTS if roots is None else tuple(root for root in CONTEXT_ROOTS if root in roots)
+    context: dict[str, Any] = {root: _metrics(observations, root, oldest) for root in METRIC_ROOTS if root in wanted}
+    if "model" in wanted or "baseline" in wanted:
+        context["model"], context["baseline"] = _model(model, versions, at)
+    if "symptoms" in wanted:
+        context["symptoms"] = _symptoms(symptoms, at, oldest)
+    if "since_last" in wanted:
+        context["since_last"] = since_last
+    return {root: context[root] for root in wanted}
 
 
 def build_context(

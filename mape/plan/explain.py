@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from knowledge.tables import ActionRun, Decision, ManagedModel, PolicyVersion
+from knowledge import queries
+from knowledge.tables import ActionRun, Decision, ManagedModel
 from mape._util.timeutil import ensure_utc
 from mape.errors import ConditionError
 from mape.plan.expressions import CONTEXT_ROOTS, Condition
@@ -375,12 +376,8 @@ def _run(run: ActionRun | None) -> dict[str, Any] | None:
 def _same_tick(session: Session, decision: Decision) -> list[dict[str, Any]]:
     if decision.tick_at is None:
         return []
-    rows = session.exec(
-        select(Decision)
-        .where(Decision.model_id == decision.model_id, Decision.tick_at == decision.tick_at,
-               Decision.id != decision.id)
-        .order_by(col(Decision.id))
-    )
+    rows = [d for d in queries.decisions_at_tick(session, decision.tick_at)
+            if d.model_id == decision.model_id and d.id != decision.id]
     return [{"id": d.id, "policy": d.policy_name, "action": d.action, "status": d.status, "reason": d.reason}
             for d in rows]
 
@@ -405,11 +402,9 @@ def explain_decision(session: Session, decision_id: int) -> Explanation | None:
     model = session.get(ManagedModel, decision.model_id)
     evidence = dict(decision.evidence or {})
     context = evidence.get("context") if isinstance(evidence.get("context"), dict) else {}
-    version = None
-    if decision.policy_sha256:
-        version = session.exec(select(PolicyVersion).where(PolicyVersion.name == decision.policy_name,
-                                                           PolicyVersion.sha256 == decision.policy_sha256)).first()
-    run = session.exec(select(ActionRun).where(ActionRun.decision_id == decision.id)).first()
+    version = queries.policy_version(session, decision.policy_name, decision.policy_sha256) \
+        if decision.policy_sha256 else None
+    run = queries.run_of_decision(session, decision.id)
     when, unless = evidence.get("when"), evidence.get("unless")
     when_value, when_terms = _terms(when, context)
     unless_value, unless_terms = _terms(unless, context)

@@ -21,7 +21,7 @@ every summary metric the Monitor writes is declared.
 >>> check_paths("drift.shar_drifted > 0.3")
 Traceback (most recent call last):
 ...
-ValueError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
+mape.plan.fields.FieldPathError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
 """
 
 from __future__ import annotations
@@ -66,9 +66,30 @@ _STRING = re.compile(r"""(?:[rR]?(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|
 _PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*)+)(\s*\()?")
 
 
-def _blank_strings(expression: str) -> str:
+def blank_strings(expression: str) -> str:
     """Replace string literals with spaces of the same length, so paths inside strings are not paths."""
     return _STRING.sub(lambda m: " " * len(m.group(0)), expression)
+
+
+class FieldPathError(ValueError):
+    """A condition names a field its context root does not declare; ``offset`` is where, in the expression."""
+
+    def __init__(self, message: str, *, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+_SEGMENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def _selections(expression: str) -> Iterator[tuple[str, list[str], list[int]]]:
+    """Like :func:`paths`, with the offset of each segment in the expression."""
+    for match in _PATH.finditer(blank_strings(expression)):
+        found = [(m.group(0), match.start(2) + m.start()) for m in _SEGMENT.finditer(match.group(2))]
+        if match.group(3):  # the last segment is a method call: name.startsWith(...)
+            found = found[:-1]
+        if found:
+            yield match.group(1), [name for name, _ in found], [offset for _, offset in found]
 
 
 def paths(expression: str) -> Iterator[tuple[str, list[str]]]:
@@ -77,29 +98,33 @@ def paths(expression: str) -> Iterator[tuple[str, list[str]]]:
     >>> list(paths("has(drift.share_drifted) && model.name.startsWith('x.y')"))
     [('drift', ['share_drifted']), ('model', ['name'])]
     """
-    for match in _PATH.finditer(_blank_strings(expression)):
-        segments = [s.strip() for s in match.group(2).split(".") if s.strip()]
-        if match.group(3):  # the last segment is a method call: name.startsWith(...)
-            segments = segments[:-1]
-        if segments:
-            yield match.group(1), segments
+    for root, segments, _ in _selections(expression):
+        yield root, segments
 
 
-def _unknown(name: str, where: str, known: frozenset[str]) -> ValueError:
+def _unknown(name: str, where: str, known: frozenset[str], offset: int) -> FieldPathError:
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ValueError(f"unknown field {name!r} of {where}{hint}; {where} has: {', '.join(sorted(known))}")
+    return FieldPathError(f"unknown field {name!r} of {where}{hint}; {where} has: {', '.join(sorted(known))}",
+                          offset=offset)
 
 
 def check_paths(expression: str, schema: Mapping[str, RootFields] = CONTEXT_FIELDS) -> None:
-    """Raise ``ValueError`` for the first path that names a field the context does not declare."""
-    for root, segments in paths(expression):
+    """Raise :class:`FieldPathError` (a ``ValueError``) for the first path naming a field the context does not declare.
+
+    >>> try:
+    ...     check_paths("has(drift.shar_drifted)")
+    ... except FieldPathError as exc:
+    ...     exc.offset
+    10
+    """
+    for root, segments, offsets in _selections(expression):
         spec = schema.get(root)
         if spec is None:  # not a context root: a comprehension variable, or caught by the root check
             continue
         if spec.fields is not None:
             if segments[0] not in spec.fields:
-                raise _unknown(segments[0], root, spec.fields)
+                raise _unknown(segments[0], root, spec.fields, offsets[0])
             continue
         if spec.entry_fields is not None and len(segments) >= 2 and segments[1] not in spec.entry_fields:
-            raise _unknown(segments[1], f"{root}.{segments[0]}", spec.entry_fields)
+            raise _unknown(segments[1], f"{root}.{segments[0]}", spec.entry_fields, offsets[1])

@@ -8,21 +8,16 @@ managed model, :meth:`Planner.plan` takes the policies whose selector matches
 model's context (:func:`mape.plan.context.build_context`), applies ``for`` and
 ``keep_firing_for`` (:mod:`mape.plan.firing`, state kept in the knowledge
 base), ranks the firing policies, and writes one
-:class:`knowledge.tables.Decision` per firing policy. The status of each
-decision is decided in this order:
+:class:`knowledge.tables.Decision` per firing policy, whose status and reason
+:func:`mape.plan.rules.decide` gives in the documented order: paused,
+dry-run, busy, cooldown, ``never_with``, rate limit, outranked, approval, the
+fleet-wide blast radius, else proposed.
 
-1. the policy or the model is paused (``mape pause``) → ``suppressed`` (paused,
-   naming who paused it, when and why);
-2. ``mode: dry-run`` → ``dry_run`` (recorded, never acted on, blocks nothing);
-3. an action run of this model is in flight → ``suppressed`` (busy);
-4. the last acting decision of the same action for this model lies within the
-   policy's ``cooldown`` → ``suppressed`` (cooldown);
-5. the policy already made ``rate_limit.max`` acting decisions for this model
-   within ``rate_limit.per`` → ``suppressed`` (rate limit);
-6. a higher-ranked policy already acts on this model in this tick →
-   ``suppressed`` (outranked, naming the winner);
-7. ``approval: required`` → ``awaiting_approval`` (with ``expires_at``), else
-   ``proposed``.
+Each pass reads the fleet in a fixed number of queries (contexts:
+:func:`mape.plan.context.build_contexts`; recent decisions, runs in flight,
+pauses and policy state: :func:`mape.plan.ledger.read_ledger`) and writes its
+decisions in two flushes, so its cost grows with the number of decisions, not
+with queries per model and policy.
 
 So at most one acting decision (proposed or awaiting approval) exists per
 model per tick. Ranking: ``priority`` descending, then the safety order of
@@ -43,33 +38,36 @@ commits); tests.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 import cel
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from knowledge import queries
-from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, Pause, PauseScope, PolicyState
+from knowledge import audit, queries
+from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, PolicyState
 from mape._util.timeutil import ensure_utc, format_duration
+from mape.config import BlastRadius, Utility
 from mape.errors import PolicyError
 from mape.plan import firing
 from mape.plan.context import build_context, build_contexts
 from mape.plan.expressions import Condition, ConditionError, prepare
+from mape.plan.ledger import ACTING_STATUSES, Draft, PlanLedger, read_ledger
 from mape.plan.loader import LoadedPolicy
+from mape.plan.policy import ActionSpec
+from mape.plan.rules import BLAST_RADIUS_REASON, Ruling, blast_limit, decide, lookback
 
 logger = logging.getLogger(__name__)
 
 #: Action types in the order they win a priority tie: restoring a known-good state before changing it.
 DEFAULT_SAFETY_ORDER: tuple[str, ...] = ("rollback", "retrain")
-
-ACTING_STATUSES = (DecisionStatus.proposed.value, DecisionStatus.awaiting_approval.value,
-                   DecisionStatus.approved.value)
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,27 @@ class EvaluationError:
         return f"policy {self.policy} on model {self.model}: {self.field}: {self.message}; not firing"
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The action a policy with ``alternatives`` takes this time, and how every candidate scored.
+
+    Parameters
+    ----------
+    action : ActionSpec
+        The chosen candidate's action.
+    scores : list of dict
+        Per candidate, in the policy's order (``spec.action`` first): action,
+        params, effects, utility, whether it was eligible (its ``when`` held),
+        and ``chosen: true`` on the one taken. Stored in the decision's evidence.
+    weights : dict of str to float
+        The utility weights used.
+    """
+
+    action: ActionSpec
+    scores: list[dict[str, Any]]
+    weights: dict[str, float]
+
+
 @dataclass
 class PlanReport:
     """What one :meth:`Planner.plan` call decided.
@@ -120,6 +139,8 @@ class PlanReport:
         has not yet passed.
     expired : list of Decision
         Decisions this call expired (awaiting approval past their deadline).
+    cancelled : list of ActionRun
+        Deferred runs this call cancelled because their policy stopped firing.
     """
 
     at: datetime
@@ -128,6 +149,7 @@ class PlanReport:
     created: int = 0
     pending: dict[str, list[str]] = field(default_factory=dict)
     expired: list[Decision] = field(default_factory=list)
+    cancelled: list[ActionRun] = field(default_factory=list)
 
     @property
     def all_decisions(self) -> list[Decision]:
@@ -150,6 +172,7 @@ class PlanReport:
             "errors": [str(e) for e in self.errors],
             "pending": {model: list(names) for model, names in self.pending.items() if names},
             "expired": [d.id for d in self.expired],
+            "cancelled": [r.id for r in self.cancelled],
         }
 
     def __str__(self) -> str:
@@ -165,10 +188,16 @@ class PlanReport:
 def selects(policy: LoadedPolicy, model: ManagedModel) -> bool:
     """Whether the policy's selector matches the model: a name glob matches and every label is equal."""
     selector = policy.policy.spec.selector
-    if not any(fnmatchcase(model.name, pattern) for pattern in selector.models):
-        return False
     labels = model.labels or {}
-    return all(labels.get(key) == value for key, value in selector.labels.items())
+    if not all(labels.get(key) == value for key, value in selector.labels.items()):
+        return False
+    return _name_matcher(tuple(selector.models))(model.name) is not None
+
+
+@lru_cache(maxsize=4096)
+def _name_matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regular expression for a selector's name globs (``fnmatchcase`` semantics)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)").match
 
 
 class Planner:
@@ -184,6 +213,12 @@ class Planner:
         Action types in the order they win priority ties; others come after.
     max_age : timedelta, optional
         Staleness bound of signals, passed to :func:`~mape.plan.context.build_context`.
+    blast_radius : BlastRadius, optional
+        Fleet-wide limit on models acted on automatically per period
+        (``plan.blast_radius`` in the settings); past it decisions wait for a person.
+    utility : Utility, optional
+        Default weights of the quality dimensions for policies with
+        ``alternatives`` (``plan.utility`` in the settings).
 
     Raises
     ------
@@ -198,11 +233,19 @@ class Planner:
     """
 
     def __init__(self, policies: Sequence[LoadedPolicy], *, actor: str = "controller",
-                 safety_order: Sequence[str] = DEFAULT_SAFETY_ORDER, max_age: timedelta | None = None) -> None:
+                 safety_order: Sequence[str] = DEFAULT_SAFETY_ORDER, max_age: timedelta | None = None,
+                 blast_radius: BlastRadius | None = None, utility: Utility | None = None) -> None:
         self.policies = tuple(policies)
+        self.utility = utility or Utility()
+        self._guards: dict[str, Condition | ConditionError] = {}
         self.actor = actor
         self.safety_order = tuple(safety_order)
         self.max_age = max_age
+        self.blast_radius = blast_radius
+        self._lookback = lookback(list(self.policies), blast_radius)
+        self._selection: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[LoadedPolicy, ...]] = {}
+        self._stateful = [p.name for p in self.policies
+                          if firing.tracks_state(p.policy.spec.for_, p.policy.spec.keep_firing_for)]
         seen: dict[str, LoadedPolicy] = {}
         for policy in self.policies:
             if policy.name in seen:
@@ -210,9 +253,23 @@ class Planner:
                                   source=policy.source, field="metadata.name")
             seen[policy.name] = policy
 
-    def rank(self, policy: LoadedPolicy) -> tuple[int, int, str]:
-        """Sort key: priority descending, then the safety order of the action type, then the name."""
-        action = policy.action
+    def _selected(self, model: ManagedModel) -> list[LoadedPolicy]:
+        """The policies (not ``off``) whose selector matches the model; remembered by name and labels."""
+        key = (model.name, tuple(sorted((model.labels or {}).items())))
+        hit = self._selection.get(key)
+        if hit is None:
+            if len(self._selection) > 100_000:
+                self._selection.clear()
+            hit = self._selection[key] = tuple(p for p in self.policies
+                                               if p.policy.spec.mode != "off" and selects(p, model))
+        return list(hit)
+
+    def rank(self, policy: LoadedPolicy, action: str | None = None) -> tuple[int, int, str]:
+        """Sort key: priority descending, then the safety order of the action type, then the name.
+
+        ``action`` is the action type the policy takes this time (an alternative's), default ``spec.action``.
+        """
+        action = action or policy.action
         safety = self.safety_order.index(action) if action in self.safety_order else len(self.safety_order)
         return (-policy.policy.spec.priority, safety, policy.name)
 
@@ -242,26 +299,47 @@ class Planner:
         return None if unless is None else not unless
 
     @staticmethod
-    def _fires(session: Session, policy: LoadedPolicy, model: ManagedModel, at: datetime,
-               holds: bool | None) -> tuple[bool, PolicyState | None]:
-        """Whether the policy fires, after ``for`` and ``keep_firing_for``; the state row when it has one."""
+    def _fires(ledger: PlanLedger, policy: LoadedPolicy, model: ManagedModel, at: datetime,
+               holds: bool | None) -> tuple[bool, PolicyState | None, bool]:
+        """Whether the policy fires after ``for`` and ``keep_firing_for``; its state row; whether that changed."""
         spec = policy.policy.spec
         if not firing.tracks_state(spec.for_, spec.keep_firing_for):
-            return holds is True, None
+            return holds is True, None, False
         assert model.id is not None
-        state = queries.policy_state(session, model.id, policy.name)
+        key = (model.id, policy.name)
+        state = ledger.states.get(key)
         if state is None:
             if holds is not True:
-                return False, None  # nothing pending, nothing to remember
+                return False, None, False  # nothing pending, nothing to remember
             # never evaluated before: an updated_at just before this tick, so this evaluation is not a replay
             state = PolicyState(model_id=model.id, policy_name=policy.name, updated_at=at - timedelta(microseconds=1))
+            ledger.states[key] = state
         if firing.is_replay(state, at):
-            return state.firing_since is not None, state
+            return state.firing_since is not None, state, False
         fires = firing.advance(state, at, holds, for_=spec.for_, keep_firing_for=spec.keep_firing_for)
-        state, saved = queries.save_policy_state(session, state)
-        if not saved:  # another controller evaluated this policy for this model first
-            fires = state.firing_since is not None
-        return fires, state
+        return fires, state, True
+
+    @staticmethod
+    def _save_states(session: Session, ledger: PlanLedger, changed: list[PolicyState]) -> set[tuple[int, str]]:
+        """Store the changed state rows in one flush; the keys whose row another controller stored first."""
+        new = [state for state in changed if state.id is None]
+        try:
+            with session.begin_nested():
+                session.add_all(changed)
+                session.flush()
+            return set()
+        except IntegrityError:
+            pass
+        lost: set[tuple[int, str]] = set()
+        for state in changed:  # one by one: the rows other controllers stored win
+            if state in new:
+                state = PolicyState.model_validate(state.model_dump(exclude={"id"}))
+            stored, saved = queries.save_policy_state(session, state)
+            if not saved:
+                key = (stored.model_id, stored.policy_name)
+                ledger.states[key] = stored
+                lost.add(key)
+        return lost
 
     # ------------------------------------------------------------------ planning
 
@@ -290,23 +368,239 @@ class Planner:
         for decision in report.expired:
             logger.info("%s expired: nobody approved it by %s", decision,
                         ensure_utc(decision.expires_at).isoformat() if decision.expires_at else "its deadline")
-        pauses = {(p.scope, p.name): p for p in queries.pauses(session)}
-        recorded: set[str] = set()
         candidates: dict[str, list[LoadedPolicy]] = {}
         for model in models:
-            selected = [p for p in self.policies if p.policy.spec.mode != "off" and selects(p, model)]
+            selected = self._selected(model)
             if selected and model.id is None:
                 report.errors.append(EvaluationError(policy="*", model=model.name, field="context",
                                                      message="the model is not stored in the knowledge base"))
             elif selected:
                 candidates[model.name] = selected
-        contexts = self._contexts(session, [m for m in models if m.name in candidates], at, report)
-        for model in models:
-            context = contexts.get(model.name)
-            report.decisions[model.name] = [] if context is None else self._plan_model(
-                session, model, at, report, recorded, pauses, candidates[model.name], context)
+        planned = [m for m in models if m.name in candidates]
+        contexts = self._contexts(session, planned, at, report)
+        ledger = read_ledger(session, [m.id for m in planned if m.id is not None], at, lookback=self._lookback,
+                             policy_names=self._stateful)
+        fired, choices = self._evaluate(session, ledger, planned, contexts, candidates, at, report)
+        self._decide(session, ledger, models, contexts, fired, choices, at, report)
         logger.debug("%s", report)
         return report
+
+    def _evaluate(self, session: Session, ledger: PlanLedger, models: list[ManagedModel],
+                  contexts: dict[str, dict[str, Any]], candidates: dict[str, list[LoadedPolicy]], at: datetime,
+                  report: PlanReport) -> tuple[dict[str, list[LoadedPolicy]], dict[tuple[str, str], Choice]]:
+        """Which policies fire for which model, in rank order, and the alternatives chosen; advances ``for`` state."""
+        fires: dict[str, dict[str, bool]] = {}
+        held: dict[tuple[int | None, str], bool | None] = {}
+        changed: list[PolicyState] = []
+        for model in models:
+            context = contexts.get(model.name)
+            if context is None:
+                continue
+            try:
+                prepared = prepare(context)  # converted to CEL values once, for every policy of this model
+            except Exception as exc:  # noqa: BLE001 - a value CEL cannot hold skips this model, never the fleet
+                report.errors.append(EvaluationError(policy="*", model=model.name, field="context",
+                                                     message=f"cannot convert the context: {type(exc).__name__}: {exc}"))
+                continue
+            verdicts = fires.setdefault(model.name, {})
+            for policy in candidates[model.name]:
+                holds = held[(model.id, policy.name)] = self._condition(policy, prepared, model, report.errors)
+                verdicts[policy.name], state, was_changed = self._fires(ledger, policy, model, at, holds)
+                if was_changed and state is not None:
+                    changed.append(state)
+        by_id = {m.id: m.name for m in models}
+        for model_id, policy_name in self._save_states(session, ledger, changed) if changed else ():
+            # another controller evaluated this policy for this model first: its answer counts
+            fires[by_id[model_id]][policy_name] = ledger.states[(model_id, policy_name)].firing_since is not None
+        self._cancel_cleared(session, ledger, {m.id: m for m in models}, fires, held, at, report)
+        choices: dict[tuple[str, str], Choice] = {}
+        result: dict[str, list[LoadedPolicy]] = {}
+        for model in models:
+            verdicts = fires.get(model.name, {})
+            for policy in candidates[model.name]:
+                state = ledger.states.get((model.id, policy.name)) if model.id is not None else None
+                if not verdicts.get(policy.name) and state is not None and state.pending_since is not None:
+                    report.pending.setdefault(model.name, []).append(policy.name)
+            firing_now = [p for p in candidates[model.name] if verdicts.get(p.name)]
+            for policy in firing_now:
+                if policy.policy.spec.alternatives:
+                    choices[(model.name, policy.name)] = self._choose(policy, model, contexts[model.name], report)
+            result[model.name] = sorted(firing_now, key=lambda p, m=model.name: self.rank(
+                p, choices[(m, p.name)].action.type if (m, p.name) in choices else None))
+        return result, choices
+
+    def _guard(self, expression: str) -> Condition | ConditionError:
+        """An alternative's ``when``, compiled once (a compile error is kept and reported on use)."""
+        guard = self._guards.get(expression)
+        if guard is None:
+            try:
+                guard = Condition(expression)
+            except ConditionError as exc:
+                guard = exc
+            self._guards[expression] = guard
+        return guard
+
+    def _choose(self, policy: LoadedPolicy, model: ManagedModel, context: dict[str, Any],
+                report: PlanReport) -> Choice:
+        """The candidate action with the highest utility: ``spec.action`` or an alternative whose guard holds."""
+        spec = policy.policy.spec
+        weights = spec.utility if spec.utility is not None else self.utility.weights
+        prepared: cel.Context | None = None
+        scored: list[dict[str, Any]] = []
+        best: tuple[float, int] | None = None
+        options = [(spec.action, spec.effects, None), *((a.action, a.effects, a.when) for a in spec.alternatives)]
+        for index, (action, effects, when) in enumerate(options):
+            eligible: bool | None = True
+            if when is not None:
+                guard = self._guard(when)
+                if isinstance(guard, ConditionError):
+                    eligible = None
+                    report.errors.append(EvaluationError(policy=policy.name, model=model.name,
+                                                         field=f"spec.alternatives[{index - 1}].when",
+                                                         message=str(guard)))
+                else:
+                    prepared = prepared if prepared is not None else prepare(context)
+                    eligible = self._holds(guard, prepared, policy, model, f"spec.alternatives[{index - 1}].when",
+                                           report.errors)
+            utility = sum(weights.get(dimension, 0.0) * effect for dimension, effect in effects.items())
+            scored.append({"action": action.type, "params": dict(action.params), "effects": dict(effects),
+                           "utility": round(utility, 12), "eligible": eligible is True})
+            if eligible is True and (best is None or utility > best[0]):
+                best = (utility, index)
+        chosen = best[1] if best is not None else 0  # no eligible alternative: spec.action, the default
+        scored[chosen]["chosen"] = True
+        return Choice(action=options[chosen][0], scores=scored, weights=dict(weights))
+
+    def _cancel_cleared(self, session: Session, ledger: PlanLedger, models: dict[int | None, ManagedModel],
+                        fires: dict[str, dict[str, bool]], held: dict[tuple[int | None, str], bool | None],
+                        at: datetime, report: PlanReport) -> None:
+        """Cancel deferred runs whose policy stopped firing for their model before they started.
+
+        Only a condition evaluated as false clears a deferral: one that cannot
+        be evaluated (a missing signal) leaves the run waiting, and so does a
+        policy kept firing by ``keep_firing_for``.
+        """
+        by_name = {p.name: p for p in self.policies}
+        for run, decision in ledger.deferred:
+            model = models.get(run.model_id)
+            policy = by_name.get(decision.policy_name)
+            if model is None or policy is None or decision.follows_run_id is not None:
+                continue
+            defer = policy.policy.spec.defer
+            if defer is None or not defer.cancel_when_cleared:
+                continue
+            if held.get((model.id, policy.name)) is not False or fires.get(model.name, {}).get(policy.name):
+                continue
+            reason = (f"cancelled before it started: policy {policy.name} no longer fires for {model} at "
+                      f"{at.isoformat()}")
+            if queries.cancel_scheduled_run(session, run, at, actor=self.actor, reason=reason):
+                ledger.release(run)
+                report.cancelled.append(run)
+                logger.info("%s %s", run, reason)
+
+    def _decide(self, session: Session, ledger: PlanLedger, models: Sequence[ManagedModel],
+                contexts: dict[str, dict[str, Any]], fired: dict[str, list[LoadedPolicy]],
+                choices: dict[tuple[str, str], Choice], at: datetime, report: PlanReport) -> None:
+        """Give every firing policy its decision (:func:`mape.plan.rules.decide`) and store them in two inserts."""
+        used = {p.name: p for rows in fired.values() for p in rows}
+        if used:
+            queries.record_policy_versions(
+                session, [(p.name, p.text, p.source, p.policy.metadata.owner) for p in used.values()],
+                actor=self.actor)
+        fleet_size = len(models)
+        drafts: dict[str, list[Decision | Draft]] = {}
+        first: list[Draft] = []
+        outranked: list[tuple[Draft, Decision | Draft, ManagedModel]] = []  # the loser's reason names the winner
+        for model in models:
+            firing_policies = fired.get(model.name, [])
+            rows: list[Decision | Draft] = []
+            drafts[model.name] = rows
+            if not firing_policies:
+                continue
+            assert model.id is not None
+            at_tick = ledger.at_tick.get(model.id, ())
+            # verification's follow-ups carry the policy's name but are not its own decision of this tick
+            stored = {d.policy_name: d for d in at_tick if d.follows_run_id is None}
+            winner: Decision | Draft | None = next((d for d in at_tick if d.status in ACTING_STATUSES), None)
+            for policy in firing_policies:
+                if policy.name in stored:  # a repeated tick: the stored decision stands
+                    rows.append(stored[policy.name])
+                    continue
+                choice = choices.get((model.name, policy.name))
+                verdict = decide(policy, model, at, ledger, winner, blast=self.blast_radius, fleet_size=fleet_size,
+                                 action=choice.action.type if choice is not None else None)
+                draft = self._draft(policy, model, at, verdict, contexts[model.name], ledger, choice)
+                rows.append(draft)
+                if winner is not None and verdict.reason.startswith("outranked"):
+                    outranked.append((draft, winner, model))
+                else:
+                    first.append(draft)
+                if winner is None and draft.status in ACTING_STATUSES:
+                    winner = draft
+                ledger.record(draft)
+        stored_rows: dict[int, Decision] = {}
+        created: set[int] = set()
+        self._store(session, first, stored_rows, created)
+        for loser, winner, model in outranked:
+            winner_id = stored_rows[id(winner)].id if id(winner) in stored_rows else winner.id
+            loser.reason = (f"outranked: policy {winner.policy_name} ({winner.action}, decision {winner_id}) "
+                            f"acts on {model} in this tick")
+        self._store(session, [loser for loser, _, _ in outranked], stored_rows, created)
+        report.created += len(created)
+        held: list[int] = []
+        for name, rows in drafts.items():
+            decisions: list[Decision] = []
+            for row in rows:
+                decision = stored_rows[id(row)] if isinstance(row, Draft) else row
+                decisions.append(decision)
+                if id(row) in created:
+                    logger.info("%s for model %s: %s", decision, name, decision.reason or decision.status)
+                    if decision.reason.startswith(BLAST_RADIUS_REASON) and decision.id is not None:
+                        held.append(decision.id)
+            report.decisions[name] = decisions
+        if held and self.blast_radius is not None:
+            audit.record(session, actor=self.actor, kind="plan.blast_radius", subject="fleet", time=at,
+                         payload={"limit": blast_limit(self.blast_radius, fleet_size), "fleet": fleet_size,
+                                  "per": format_duration(self.blast_radius.per), "held": held})
+
+    @staticmethod
+    def _store(session: Session, drafts: list[Draft], stored_rows: dict[int, Decision], created: set[int]) -> None:
+        rows, new = queries.add_decisions(session, [draft.values() for draft in drafts])
+        for draft, row, is_new in zip(drafts, rows, new):
+            stored_rows[id(draft)] = row
+            draft.id = row.id
+            if is_new:
+                created.add(id(draft))
+
+    def _draft(self, policy: LoadedPolicy, model: ManagedModel, at: datetime, verdict: Ruling,
+               context: dict[str, Any], ledger: PlanLedger, choice: Choice | None = None) -> Draft:
+        spec = policy.policy.spec
+        action = choice.action if choice is not None else spec.action
+        evidence: dict[str, Any] = {"when": spec.when, "unless": spec.unless, "mode": spec.mode,
+                                    "source": policy.source, "context": context}
+        if choice is not None:
+            evidence["alternatives"] = {"weights": choice.weights, "candidates": choice.scores}
+        assert model.id is not None
+        state = ledger.states.get((model.id, policy.name))
+        if state is not None:
+            evidence["firing"] = {
+                "for": format_duration(spec.for_), "keep_firing_for": format_duration(spec.keep_firing_for),
+                **{key: ensure_utc(value).isoformat() if value is not None else None
+                   for key, value in (("pending_since", state.pending_since), ("firing_since", state.firing_since),
+                                      ("last_true_at", state.last_true_at))},
+            }
+        expires_at = None
+        if verdict.status == DecisionStatus.awaiting_approval.value and spec.approval_timeout > timedelta(0):
+            expires_at = at + spec.approval_timeout
+        not_before = deadline = None
+        if spec.defer is not None and verdict.status in ACTING_STATUSES:
+            not_before, deadline = at + spec.defer.earliest, at + spec.defer.deadline
+        return Draft(
+            created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
+            action=action.type, params=dict(action.params), priority=spec.priority, actor=self.actor,
+            status=verdict.status, reason=verdict.reason, dedup_key=f"{model.name}/{policy.name}/{at.isoformat()}",
+            evidence=evidence, expires_at=expires_at, not_before=not_before, deadline=deadline,
+        )
 
     def _contexts(self, session: Session, models: list[ManagedModel], at: datetime,
                   report: PlanReport) -> dict[str, dict[str, Any]]:
@@ -330,109 +624,3 @@ class Planner:
                     message=f"cannot build the context: {type(exc).__name__}: {exc}"))
         return contexts
 
-    def _plan_model(self, session: Session, model: ManagedModel, at: datetime, report: PlanReport,
-                    recorded: set[str], pauses: dict[tuple[str, str], Pause], candidates: list[LoadedPolicy],
-                    context: dict[str, Any]) -> list[Decision]:
-        prepared = prepare(context)  # converted to CEL values once, for every policy of this model
-        fired: list[LoadedPolicy] = []
-        states: dict[str, PolicyState] = {}
-        for policy in candidates:
-            holds = self._condition(policy, prepared, model, report.errors)
-            fires, state = self._fires(session, policy, model, at, holds)
-            if state is not None:
-                states[policy.name] = state
-                if not fires and state.pending_since is not None:
-                    report.pending.setdefault(model.name, []).append(policy.name)
-            if fires:
-                fired.append(policy)
-        firing_policies = sorted(fired, key=self.rank)
-        if not firing_policies:
-            return []
-
-        busy = queries.in_flight_actions(session, model.id)
-        winner = self._tick_winner(session, model, at)
-        rows: list[Decision] = []
-        for policy in firing_policies:
-            spec = policy.policy.spec
-            status, reason = self._status(session, policy, model, at, busy, winner, pauses)
-            if policy.name not in recorded:
-                queries.record_policy_version(session, name=policy.name, text=policy.text, source=policy.source,
-                                              author=policy.policy.metadata.owner, actor=self.actor)
-                recorded.add(policy.name)
-            evidence: dict[str, Any] = {"when": spec.when, "unless": spec.unless, "mode": spec.mode,
-                                        "source": policy.source, "context": context}
-            state = states.get(policy.name)
-            if state is not None:
-                evidence["firing"] = {
-                    "for": format_duration(spec.for_), "keep_firing_for": format_duration(spec.keep_firing_for),
-                    **{key: ensure_utc(value).isoformat() if value is not None else None
-                       for key, value in (("pending_since", state.pending_since), ("firing_since", state.firing_since),
-                                          ("last_true_at", state.last_true_at))},
-                }
-            expires_at = None
-            if status == DecisionStatus.awaiting_approval.value and spec.approval_timeout > timedelta(0):
-                expires_at = at + spec.approval_timeout
-            decision = Decision(
-                created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
-                action=spec.action.type, params=dict(spec.action.params), priority=spec.priority, actor=self.actor,
-                status=status, reason=reason, dedup_key=f"{model.name}/{policy.name}/{at.isoformat()}",
-                evidence=evidence, expires_at=expires_at,
-            )
-            stored, created = queries.add_decision(session, decision)
-            report.created += int(created)
-            if winner is None and stored.status in ACTING_STATUSES:
-                winner = stored
-            if created:
-                logger.info("%s for %s: %s", stored, model, stored.reason or stored.status)
-            rows.append(stored)
-        return rows
-
-    @staticmethod
-    def _tick_winner(session: Session, model: ManagedModel, at: datetime) -> Decision | None:
-        """An acting decision already stored for this model and tick (a repeated or resumed tick)."""
-        for decision in queries.decisions(session, model_id=model.id, since=at):
-            if decision.tick_at is not None and ensure_utc(decision.tick_at) == at \
-                    and decision.status in ACTING_STATUSES:
-                return decision
-        return None
-
-    def _status(self, session: Session, policy: LoadedPolicy, model: ManagedModel, at: datetime,
-                busy: Sequence[ActionRun], winner: Decision | None,
-                pauses: dict[tuple[str, str], Pause] | None = None) -> tuple[str, str]:
-        spec = policy.policy.spec
-        pauses = pauses or {}
-        paused = pauses.get((PauseScope.policy.value, policy.name)) or pauses.get((PauseScope.model.value, model.name))
-        if paused is not None:
-            return (DecisionStatus.suppressed.value,
-                    f"paused: {paused.scope} {paused.name} paused by {paused.paused_by} at "
-                    f"{ensure_utc(paused.paused_at).isoformat()}: {paused.reason}")
-        if spec.mode == "dry-run":
-            return DecisionStatus.dry_run.value, "dry-run: recorded, not acted on"
-        if busy:
-            runs = ", ".join(str(run) for run in busy)
-            return DecisionStatus.suppressed.value, f"busy: {runs} in flight for {model}"
-        assert model.id is not None
-        last = queries.last_action_decision(session, model.id, spec.action.type)
-        if last is not None and spec.cooldown.total_seconds() > 0 and not self._same_tick(last, at):
-            elapsed = at - ensure_utc(last.created_at)
-            if elapsed < spec.cooldown:
-                return (DecisionStatus.suppressed.value,
-                        f"cooldown: last {spec.action.type} decision {last.id} at "
-                        f"{ensure_utc(last.created_at).isoformat()}, cooldown {format_duration(spec.cooldown)}")
-        if spec.rate_limit is not None:
-            limit = spec.rate_limit
-            count = queries.count_acting_decisions(session, model.id, policy.name, since=at - limit.per, until=at)
-            if count >= limit.max:
-                return (DecisionStatus.suppressed.value,
-                        f"rate limit: {limit.max} {spec.action.type} decisions in the last {format_duration(limit.per)}")
-        if winner is not None:
-            return (DecisionStatus.suppressed.value,
-                    f"outranked: policy {winner.policy_name} ({winner.action}, decision {winner.id}) "
-                    f"acts on {model} in this tick")
-        if spec.approval == "required":
-            return DecisionStatus.awaiting_approval.value, "awaiting approval"
-        return DecisionStatus.proposed.value, ""
-
-    @staticmethod
-    def _same_tick(decision: Decision, at: datetime) -> bool:
-        return decision.tick_at is not None and ensure_utc(decision.tick_at) == at

@@ -19,9 +19,20 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from mape._util.timeutil import format_duration, parse_duration
+from mape.config import CHANNEL_NAME_PATTERN, QualityDimension
 
 API_VERSION = "mape/v1"
 KIND = "Policy"
@@ -32,10 +43,16 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
 #: Priorities are stored in a 32-bit column; this range is far more than any policy library needs.
 PRIORITY_LIMIT = 1_000_000
+#: The longest duration a policy may give (100 years): the planner adds durations to and subtracts them from
+#: tick times, and a longer one would leave the calendar (``datetime`` ends in the year 9999).
+DURATION_LIMIT = timedelta(days=36_500)
 
 
 def _duration(value: Any) -> timedelta:
-    return parse_duration(value)
+    duration = parse_duration(value)
+    if duration > DURATION_LIMIT:
+        raise ValueError(f"must be at most {format_duration(DURATION_LIMIT)} (100 years)")
+    return duration
 
 
 Duration = Annotated[
@@ -145,6 +162,121 @@ class RateLimit(_Strict):
         return value
 
 
+class Exclusion(_Strict):
+    """A hard exclusion: never act within ``within`` of an acting decision of ``action`` on the same model.
+
+    Parameters
+    ----------
+    action : str
+        The other action type, e.g. ``rollback``.
+    within : timedelta
+        How long after that decision the exclusion holds (default ``0``: only
+        in the same tick).
+    """
+
+    action: str = Field(pattern=ACTION_TYPE_PATTERN, description="The action type this policy never acts with.")
+    within: Duration = Field(timedelta(0), json_schema_extra={"default": "0s"},
+                             description="How long after that action's decision the exclusion holds.")
+
+
+class Verify(_Strict):
+    """What must hold once the policy's action has had time to work, and what to do when it does not.
+
+    Parameters
+    ----------
+    expect : str
+        CEL condition over the same per-model context as ``when``; it should
+        be ``true`` once the action has had its effect. Evaluated on every
+        tick after the action run succeeded; a tick on which it cannot be
+        evaluated (a missing or stale signal, a type error) counts as an
+        error, never as a failure.
+    within : timedelta
+        The bake time, more than 0: the verdict is taken at the first tick at
+        or after the run's end plus ``within``.
+    min_evaluations : int
+        Fewer successful evaluations than this within the bake time make the
+        verdict ``inconclusive`` (default 1).
+    otherwise : {"rollback", "escalate"}
+        On ``fail``: ``rollback`` proposes a rollback (it acts at once);
+        ``escalate`` asks a person (a rollback decision awaiting approval).
+        An ``inconclusive`` verdict always asks a person.
+    """
+
+    expect: str = Field(min_length=1, description="CEL condition that must hold once the action has had its effect.")
+    within: Duration = Field(description="The bake time: the verdict is taken this long after the action finished.")
+    min_evaluations: int = Field(1, ge=1, le=PRIORITY_LIMIT,
+                                 description="Fewer successful evaluations make the verdict inconclusive.")
+    otherwise: Literal["rollback", "escalate"] = Field(
+        "rollback", description="On fail: rollback at once, or escalate to a person.")
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return value
+
+
+class Defer(_Strict):
+    """Run the action later: no earlier than ``earliest`` after the decision, and by ``deadline``.
+
+    Parameters
+    ----------
+    earliest : timedelta
+        The action may not start before the decision's time plus this.
+    deadline : timedelta
+        It should have started by the decision's time plus this; at least
+        ``earliest``. Where a forecast of carbon intensity or price is known, the
+        start is chosen inside ``[earliest, deadline]``; otherwise it is ``earliest``.
+    cancel_when_cleared : bool
+        Cancel the waiting action when the policy stops firing for the model
+        before it starts (default true).
+    """
+
+    earliest: Duration = Field(timedelta(0), json_schema_extra={"default": "0s"},
+                               description="The action may not start before the decision plus this.")
+    deadline: Duration = Field(description="The action should have started by the decision plus this.")
+    cancel_when_cleared: bool = Field(True, description="Cancel the waiting action if the policy stops firing first.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Defer":
+        if self.deadline < self.earliest:
+            raise ValueError(f"deadline ({format_duration(self.deadline)}) must not be before earliest "
+                             f"({format_duration(self.earliest)})")
+        return self
+
+
+Effects = dict[QualityDimension, float]
+
+
+class Alternative(_Strict):
+    """Another action a policy may take instead of ``spec.action``, with its expected effects.
+
+    Parameters
+    ----------
+    action : ActionSpec
+        The candidate action.
+    effects : dict of str to float
+        Expected improvement per quality dimension (``accuracy``, ``fairness``,
+        ``latency``, ``cost``, ``gco2``; positive is better, on the scale the
+        utility weights assume), e.g. ``{latency: 0.3, cost: -0.2}``.
+    when : str, optional
+        CEL guard: the alternative is a candidate only when it is true.
+    """
+
+    action: ActionSpec
+    effects: Effects = Field(default_factory=dict, description="Expected improvement per quality dimension.")
+    when: str | None = Field(None, min_length=1, description="CEL guard: a candidate only when true.")
+
+    @field_validator("effects")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, effect in value.items():
+            if effect != effect or effect in (float("inf"), float("-inf")):
+                raise ValueError(f"effect on {key} must be a finite number, got {effect}")
+        return value
+
+
 class PolicySpec(_Strict):
     """When a policy fires and how its decision is treated.
 
@@ -183,6 +315,30 @@ class PolicySpec(_Strict):
     approval_timeout : timedelta
         An ``awaiting_approval`` decision not decided within this time expires
         (default ``24h``; ``0``: never).
+    never_with : list of Exclusion
+        Hard exclusions: the policy does not act on a model within each
+        exclusion's ``within`` after an acting decision of its ``action``
+        (e.g. never retrain within 24h of a rollback).
+    defer : Defer, optional
+        Run the action later: between ``earliest`` and ``deadline`` after the
+        decision, cancelled if the policy stops firing before it starts.
+    verify : Verify, optional
+        After the action succeeded: what must hold within the bake time, and
+        what to do when it does not (:class:`Verify`).
+    notify : list of str
+        Notification channels (named in the ``notifications`` settings) that
+        receive every event about this policy's decisions: each decision,
+        approvals waiting or lapsed, failed actions and verifications. The
+        channels' own event subscriptions still apply too.
+    effects : dict of str to float
+        With ``alternatives``: the expected improvement of ``action`` per
+        quality dimension.
+    alternatives : list of Alternative
+        Other candidate actions with their expected effects. When the policy
+        fires, the candidate (``action`` or an alternative whose ``when``
+        holds) with the highest utility is taken; ties go to the earlier one.
+    utility : dict of str to float, optional
+        Weights per quality dimension for this policy; default ``plan.utility``.
     """
 
     selector: Selector = Field(default_factory=Selector, description="Which managed models the policy applies to.")
@@ -201,6 +357,18 @@ class PolicySpec(_Strict):
     rate_limit: RateLimit | None = Field(None, description="At most max acting decisions per model within per.")
     approval_timeout: Duration = Field(timedelta(hours=24), json_schema_extra={"default": "24h"},
                                        description="An awaiting_approval decision expires after this (0: never).")
+    never_with: list[Exclusion] = Field(default_factory=list,
+                                        description="Never act within a window after these actions on the model.")
+    defer: Defer | None = Field(None, description="Run the action later, between earliest and deadline.")
+    verify: Verify | None = Field(None, description="What must hold after the action, and what to do otherwise.")
+    notify: list[Annotated[str, StringConstraints(pattern=CHANNEL_NAME_PATTERN)]] = Field(
+        default_factory=list, description="Notification channels that hear about every decision of this policy.")
+    effects: Effects = Field(default_factory=dict,
+                             description="Expected improvement per quality dimension of spec.action (with alternatives).")
+    alternatives: list[Alternative] = Field(
+        default_factory=list, description="Other candidate actions; the one with the highest utility is taken.")
+    utility: dict[QualityDimension, float] | None = Field(
+        None, description="Weights of this policy's utility; default: plan.utility of the settings.")
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -82,10 +82,11 @@ def test_pausing_twice_keeps_the_first_pause(config: Path):
     assert [e[0] for e in _events(config)] == ["model.paused"]
 
 
-@pytest.mark.parametrize("command", ["pause", "resume"])
-@pytest.mark.parametrize(("target", "what"), [([], "neither"), (["--policy", "p", "--model", "m"], "both")])
+@pytest.mark.parametrize(("command", "target", "what"), [
+    ("pause", [], "neither"), ("resume", [], "neither"), ("pause", ["--policy", "p", "--model", "m"], "both")])
 def test_neither_or_both_targets_exit_2_with_a_clear_message(config: Path, command: str, target: list[str],
                                                               what: str):
+    # (`mape resume --policy P --model M` is the one command that names both: it lifts a verification block)
     extra = ["--reason", "x"] if command == "pause" else []
     result = runner.invoke(app, [command, *target, *extra, "--config", str(config)])
     assert result.exit_code == 2
@@ -105,3 +106,29 @@ def test_a_pause_needs_a_reason(config: Path):
     assert missing.exit_code == 2 and "--reason" in missing.output
     blank = runner.invoke(app, ["pause", "--policy", "p", "--reason", "  ", "--config", str(config)])
     assert blank.exit_code == 2 and "--reason must say why" in blank.output
+
+
+def test_resume_with_policy_and_model_lifts_a_verification_block(config: Path):
+    from knowledge.tables import ActionRun, Decision
+
+    at = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
+    assert runner.invoke(app, ["pauses", "--config", str(config)]).exit_code == 0  # creates the knowledge base
+    engine = create_engine_for(f"sqlite:///{config.parent / 'kb.db'}")
+    try:
+        with session_scope(engine) as session:
+            model = add_model(session, "m")
+            decision = Decision(created_at=at, tick_at=at, model_id=model.id, policy_name="retrain-on-drift",
+                                action="retrain", status="proposed", dedup_key="m/retrain-on-drift/t")
+            session.add(decision)
+            session.flush()
+            session.add(ActionRun(decision_id=decision.id, model_id=model.id, action="retrain", state="succeeded",
+                                  idempotency_key="k", verdict="fail", verdict_at=at))
+    finally:
+        engine.dispose()
+    lifted = runner.invoke(app, ["resume", "--policy", "retrain-on-drift", "--model", "m", "--actor", "alice",
+                                 "--reason", "data fixed upstream", "--config", str(config)])
+    assert lifted.exit_code == 0, lifted.output
+    assert "policy retrain-on-drift may act on model m again: block of run 1 lifted by alice" in lifted.output
+    assert ("verification.block_lifted", "alice", "policy retrain-on-drift on model_id=1") in _events(config)
+    again = runner.invoke(app, ["resume", "--policy", "retrain-on-drift", "--model", "m", "--config", str(config)])
+    assert again.exit_code != 0 and "is not blocked on model m by a verification" in again.output

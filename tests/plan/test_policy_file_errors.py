@@ -36,7 +36,8 @@ def test_an_unknown_field_is_an_error_with_a_suggestion():
     error = _refusal(_with_spec(cooldwn="6h"))
     assert isinstance(error, ConfigError)
     assert (error.source, error.field) == ("policies/bad.yaml", "spec.cooldwn")
-    assert str(error).startswith("policies/bad.yaml: spec.cooldwn: unknown field (did you mean 'cooldown'?)")
+    assert (error.line, error.column) == (9, 3)  # the key that is not a field
+    assert str(error).startswith("policies/bad.yaml:9:3: spec.cooldwn: unknown field (did you mean 'cooldown'?)")
 
 
 def test_an_unknown_top_level_field_names_the_allowed_ones():
@@ -98,7 +99,8 @@ def test_a_cel_syntax_error_names_the_file_and_spec_when_and_marks_the_position(
     error = _refusal(_with_spec(when="drift.share_drifted >"))
     assert (error.source, error.field) == ("policies/bad.yaml", "spec.when")
     message = str(error)
-    assert message.startswith("policies/bad.yaml: spec.when: not a valid CEL expression")
+    # `  when: drift.share_drifted >` is line 6; the end of the expression, where CEL wants more, is column 30
+    assert message.startswith("policies/bad.yaml:6:30: spec.when: not a valid CEL expression")
     assert "| drift.share_drifted >" in message and "^" in message
 
 
@@ -150,7 +152,7 @@ def test_the_source_may_be_a_path(tmp_path):
     with pytest.raises(PolicyError) as info:
         load_policy_text(policy_text("bad", mode="sometimes"), path, known_actions=KNOWN_ACTIONS)
     assert info.value.source == str(path)
-    assert str(info.value).startswith(f"{path}: spec.mode:")
+    assert str(info.value).startswith(f"{path}:9:9: spec.mode:")
 
 
 def test_action_params_must_be_json_values():
