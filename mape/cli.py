@@ -292,8 +292,7 @@ def policy_simulate(
 ) -> None:
     """Replay the recorded ticks through a candidate policy set; show what it would have decided, and the differences.
 
-    Nothing is written. Each tick is planned with the planner's own rules (cooldowns, rate limits, for, blast
-    radius) over the knowledge base as it stood then, and compared with the decisions the live planner wrote.
+    Nothing is written. Each tick is planned with the live planner's rules over the knowledge base as it stood then.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -303,7 +302,7 @@ def policy_simulate(
     from mape._util.timeutil import parse_duration, utcnow
     from mape.plan.channels import check_channels
     from mape.plan.loader import load_policies
-    from mape.plan.simulate import SimulationError, simulate
+    from mape.plan.simulate import LEGEND, SimulatedTick, SimulationError, simulate
 
     if since is not None and start is not None:
         _fail("give --since or --from, not both")
@@ -327,6 +326,16 @@ def policy_simulate(
     shown = settings.db_url
     if current_revision(settings.db_url) is None:
         _fail(f"the knowledge base at {shown} has no recorded ticks: nothing to replay (it has no tables yet)")
+    started = False
+
+    def show(tick: SimulatedTick) -> None:  # the table is printed as the replay goes, and not kept
+        nonlocal started
+        if not started:
+            typer.echo(LEGEND)
+            started = True
+        for line in tick.lines(only_diff=only_diff):
+            typer.echo(line)
+
     engine = create_engine_for(settings.db_url)
     try:
         with session_scope(engine) as session:
@@ -336,7 +345,9 @@ def policy_simulate(
             sorted(stored.values(), key=lambda m: m.id or 0)
         report = simulate(engine, loaded.policies, start=begin, end=finish, models=models,
                           max_age=settings.effective_signal_max_age, blast_radius=settings.plan.blast_radius,
-                          utility=settings.plan.utility, workers=workers, keep="diff" if only_diff else "all")
+                          utility=settings.plan.utility, workers=workers,
+                          keep=("diff" if only_diff else "all") if as_json else "none",
+                          on_tick=None if as_json else show)
     except SimulationError as exc:
         _fail(str(exc))
     except SQLAlchemyError as exc:
@@ -346,7 +357,8 @@ def policy_simulate(
     if as_json:
         typer.echo(json.dumps(report.as_dict(only_diff=only_diff), indent=2))
     else:
-        for line in report.lines(only_diff=only_diff):
+        typer.echo("" if started else LEGEND)
+        for line in report.summary.lines():
             typer.echo(line)
 
 

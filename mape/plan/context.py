@@ -11,6 +11,13 @@ logical time and returns a plain, JSON-serialisable mapping with the roots of
 ``performance``
     The same for ``performance.<key>``: ``accuracy``, ``f1``,
     ``accuracy_drop``, ``n_labelled``, ...
+``fairness``, ``gpu``, ``carbon``, ``serving``
+    The same for ``fairness.<key>`` (gaps between groups:
+    ``demographic_parity_difference``, ``equalized_odds_difference``, ...),
+    ``gpu.<key>`` (``utilization``, ``memory_used_fraction``, ...),
+    ``carbon.<key>`` (``intensity`` in gCO2/kWh now, ``forecast_min`` over
+    the forecast horizon, ...) and ``serving.<key>`` (``latency_p95_ms``,
+    ``error_rate``, ``replicas``, ...), from whichever sensors write them.
 ``baseline``
     The ``metrics`` of the production version (e.g. ``accuracy`` at
     training time); empty without a production version.
@@ -56,7 +63,7 @@ from mape.plan.expressions import CONTEXT_ROOTS
 __all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "metric_root"]
 
 #: Context roots filled from observations: the metric name prefix is ``<root>.``.
-METRIC_ROOTS: tuple[str, ...] = ("drift", "performance")
+METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving")
 
 
 def _metric_value(key: str, value: float | None) -> bool | int | float | None:

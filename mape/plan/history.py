@@ -51,7 +51,7 @@ _TICK = timedelta(microseconds=1)  # the resolution of stored times: "after t" i
 
 
 def is_summary_metric(name: str) -> bool:
-    """Whether the planner's context reads this metric: ``drift.*`` or ``performance.*``, not per feature.
+    """Whether the planner's context reads this metric: ``<root>.*`` of a metric root (``drift``, ...), not per feature.
 
     >>> is_summary_metric("drift.share_drifted"), is_summary_metric("drift.feature.age"), is_summary_metric("x.y")
     (True, False, False)

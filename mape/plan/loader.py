@@ -254,7 +254,8 @@ def _parse(text: str, source: str) -> tuple[tuple[yaml.Node, Any] | None, list[P
     except RecursionError:
         return None, [_Document(source, text).error("not valid YAML: nested too deeply")]
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML's constructors: `!!float x`
-        return None, [_Document(source, text).error(f"not valid YAML: a value cannot be read: {exc}")]
+        message = str(exc) if len(str(exc)) <= 240 else f"{str(exc)[:200]}... ({len(str(exc))} characters)"
+        return None, [_Document(source, text).error(f"not valid YAML: a value cannot be read: {message}")]
     if len(documents) != 1:
         what = "no document" if not documents else f"{len(documents)} documents"
         at = Position.of(documents[1][0].start_mark) if len(documents) > 1 else None

@@ -97,8 +97,8 @@ def decide(policy: LoadedPolicy, model: ManagedModel, at: datetime, ledger: Plan
         ledger.pauses.get((PauseScope.model.value, model.name))
     if paused is not None:
         return Ruling(DecisionStatus.suppressed.value,
-                       f"paused: {paused.scope} {paused.name} paused by {paused.paused_by} at "
-                       f"{ensure_utc(paused.paused_at).isoformat()}: {paused.reason}")
+                      f"paused: {paused.scope} {paused.name} paused by {paused.paused_by} at "
+                      f"{ensure_utc(paused.paused_at).isoformat()}: {paused.reason}")
     blocked = ledger.blocks.get((model.id, policy.name))
     if blocked is not None:
         return Ruling(DecisionStatus.suppressed.value, block_reason(blocked))
@@ -112,25 +112,26 @@ def decide(policy: LoadedPolicy, model: ManagedModel, at: datetime, ledger: Plan
         last = ledger.last(model.id, action_type, before=at)
         if last is not None and at - last.created_at < spec.cooldown:
             return Ruling(DecisionStatus.suppressed.value,
-                           f"cooldown: last {action_type} decision {last.id} at {last.created_at.isoformat()}, "
-                           f"cooldown {format_duration(spec.cooldown)}")
+                          f"cooldown: last {action_type} decision {last.id} at {last.created_at.isoformat()}, "
+                          f"cooldown {format_duration(spec.cooldown)}")
     for rule in spec.never_with:
         other = ledger.last(model.id, rule.action, before=at + timedelta(microseconds=1))
         if other is not None and (other.tick_at == at or at - other.created_at < rule.within):
             when = "in this tick" if other.tick_at == at else f"at {other.created_at.isoformat()}"
+            which = f"decision {other.id}" if other.id is not None else "decision"  # a draft of this pass: no id yet
             return Ruling(DecisionStatus.suppressed.value,
-                           f"excluded: never with {rule.action} within {format_duration(rule.within)}; "
-                           f"{rule.action} decision {other.id} {when}")
+                          f"excluded: never with {rule.action} within {format_duration(rule.within)}; "
+                          f"{rule.action} {which} {when}")
     if spec.rate_limit is not None:
         limit = spec.rate_limit
         if ledger.count(model.id, policy.name, since=at - limit.per, until=at) >= limit.max:
             return Ruling(DecisionStatus.suppressed.value,
-                           f"rate limit: {limit.max} {action_type} decisions in the last "
-                           f"{format_duration(limit.per)}")
+                          f"rate limit: {limit.max} {action_type} decisions in the last "
+                          f"{format_duration(limit.per)}")
     if winner is not None:
         return Ruling(DecisionStatus.suppressed.value,
-                       f"outranked: policy {winner.policy_name} ({winner.action}, decision {winner.id}) "
-                       f"acts on {model} in this tick")
+                      f"outranked: policy {winner.policy_name} ({winner.action}, decision {winner.id}) "
+                      f"acts on {model} in this tick")
     if spec.approval == "required":
         return Ruling(DecisionStatus.awaiting_approval.value, "awaiting approval")
     if blast is not None:
@@ -138,6 +139,6 @@ def decide(policy: LoadedPolicy, model: ManagedModel, at: datetime, ledger: Plan
         limit_n = blast_limit(blast, fleet_size)
         if model.id not in acted and len(acted) >= limit_n:
             return Ruling(DecisionStatus.awaiting_approval.value,
-                           f"{BLAST_RADIUS_REASON}: {len(acted)} of {fleet_size} models acted on in the last "
-                           f"{format_duration(blast.per)} (limit {limit_n}); a person must approve")
+                          f"{BLAST_RADIUS_REASON}: {len(acted)} of {fleet_size} models acted on in the last "
+                          f"{format_duration(blast.per)} (limit {limit_n}); a person must approve")
     return Ruling(DecisionStatus.proposed.value)

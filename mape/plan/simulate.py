@@ -81,7 +81,7 @@ from mape.plan.loader import LoadedPolicy
 from mape.plan.planner import EvaluationError, Planner, PlanReport
 from mape.plan.rules import decide
 
-__all__ = ["Outcome", "SimulatedTick", "SimulationError", "SimulationReport", "SimulationSummary", "simulate"]
+__all__ = ["LEGEND", "Outcome", "SimulatedTick", "SimulationError", "SimulationReport", "SimulationSummary", "simulate"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ _RECORDED_STATUSES = (*ACTING_STATUSES, DecisionStatus.rejected.value, DecisionS
 #: Rows of observations per window read (about): a long replay never holds the whole table.
 _WINDOW_ROWS = 200_000
 #: Roots whose values have fixed types by key, where ``==`` is enough to know CEL sees the same value.
-_TYPED_ROOTS = frozenset({"drift", "performance", "since_last"})
+_TYPED_ROOTS = frozenset({*METRIC_ROOTS, "since_last"})
 Keep = Literal["all", "diff", "none"]
+#: The first line of the human-readable report: what the marker of each row means.
+LEGEND = "  = same status   ~ different status   + simulated only   - live only"
 
 
 class SimulationError(MapeError):
@@ -185,6 +187,14 @@ class SimulatedTick:
             if (o.model, o.policy) not in seen:
                 yield "-", o, None
 
+    def lines(self, *, only_diff: bool = False) -> Iterator[str]:
+        """A blank line, the tick's time, and a table of its decisions (none if nothing is to be shown)."""
+        rows = [row for row in self.rows() if row[0] != "=" or not only_diff]
+        if rows:
+            yield ""
+            yield self.at.isoformat()
+            yield from _table(rows)
+
     def as_dict(self, *, only_diff: bool = False) -> dict[str, Any]:
         found: dict[str, Any] = {"at": self.at.isoformat()}
         if not only_diff:
@@ -261,6 +271,10 @@ class SimulationSummary:
             self.first_divergence = {"at": tick.at.isoformat(), "kind": kind, "model": model, "policy": policy,
                                      "live_status": before, "simulated_status": after}
 
+    def lines(self) -> Iterator[str]:
+        """The totals as text: the range, statuses live and simulated, acting decisions by model, the differences."""
+        return _summary_lines(self)
+
     def as_dict(self) -> dict[str, Any]:
         statuses = sorted(set(self.live_statuses) | set(self.simulated_statuses))
         models = sorted(set(self.live_acting) | set(self.simulated_acting))
@@ -297,22 +311,12 @@ class SimulationReport:
                 "ticks": [t.as_dict(only_diff=only_diff) for t in self.ticks if t.differs or not only_diff]}
 
     def lines(self, *, only_diff: bool = False) -> Iterator[str]:
-        """The human-readable report: one block per tick, then the summary."""
-        s = self.summary
-        yield (f"replayed {s.ticks} tick{'' if s.ticks == 1 else 's'} from {s.start.isoformat()} to "
-               f"{s.end.isoformat()}: {s.models} model{'' if s.models == 1 else 's'}, "
-               f"{len(s.policies)} polic{'y' if len(s.policies) == 1 else 'ies'}"
-               + (f", after {s.warmup_ticks} warm-up ticks" if s.warmup_ticks else ""))
-        yield "  = same status   ~ different status   + simulated only   - live only"
+        """The human-readable report: the legend, one block per tick, then the summary."""
+        yield LEGEND
         for tick in self.ticks:
-            rows = [row for row in tick.rows() if row[0] != "=" or not only_diff]
-            if not rows:
-                continue
-            yield ""
-            yield tick.at.isoformat()
-            yield from _table(rows)
+            yield from tick.lines(only_diff=only_diff)
         yield ""
-        yield from _summary_lines(s)
+        yield from self.summary.lines()
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -342,7 +346,10 @@ def _table(rows: list[tuple[str, Outcome | None, Outcome | None]]) -> Iterator[s
 
 
 def _summary_lines(s: SimulationSummary) -> Iterator[str]:
-    yield "summary"
+    yield (f"replayed {s.ticks} tick{'' if s.ticks == 1 else 's'} from {s.start.isoformat()} to "
+           f"{s.end.isoformat()}: {s.models} model{'' if s.models == 1 else 's'}, "
+           f"{len(s.policies)} polic{'y' if len(s.policies) == 1 else 'ies'}"
+           + (f", after {s.warmup_ticks} warm-up tick{'' if s.warmup_ticks == 1 else 's'}" if s.warmup_ticks else ""))
     statuses = sorted(set(s.live_statuses) | set(s.simulated_statuses))
     width = max([len("status")] + [len(x) for x in statuses])
     yield f"  {'status'.ljust(width)}  {'live':>8}  {'simulated':>9}"

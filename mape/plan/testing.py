@@ -61,7 +61,7 @@ from knowledge.tables import (
 )
 from mape._util.timeutil import ensure_utc, parse_duration
 from mape.errors import MapeError, PolicyError
-from mape.plan.context import build_context
+from mape.plan.context import METRIC_ROOTS, build_context
 from mape.plan.loader import LoadedPolicy, is_policy_file, load_policy_text
 from mape.plan.planner import Planner
 
@@ -214,9 +214,9 @@ class TickSpec(_Strict):
     def _signal_names(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for name in value or {}:
             root, dot, key = name.partition(".")
-            if not dot or not key or root not in ("drift", "performance"):
-                raise ValueError(f"signal {name!r}: name signals <root>.<key>, with root drift or performance "
-                                 f"(e.g. drift.share_drifted)")
+            if not dot or not key or root not in METRIC_ROOTS:
+                raise ValueError(f"signal {name!r}: name signals <root>.<key>, with root "
+                                 f"{', '.join(METRIC_ROOTS)} (e.g. drift.share_drifted)")
         return value
 
     @field_validator("symptoms")

@@ -18,7 +18,8 @@ def test_an_unobserved_model_has_every_root_and_no_signals(engine, clock):
         context = build_context(session, model, clock())
     assert list(context) == list(CONTEXT_ROOTS)
     assert context == {
-        "drift": {}, "performance": {}, "baseline": {}, "symptoms": {}, "since_last": {},
+        "drift": {}, "performance": {}, "fairness": {}, "gpu": {}, "carbon": {}, "serving": {},
+        "baseline": {}, "symptoms": {}, "since_last": {},
         "model": {"name": "fresh", "labels": {"team": "risk"}, "versions": 0, "can_roll_back": False},
     }
 

@@ -142,7 +142,7 @@ def test_a_requested_action_run_counts_like_a_manual_request_and_stale_signals_a
     ({"policies": ["p.yaml"], "tests": [{"name": "t", "ticks": [{"expect": [{"policy": "p", "status": "proposd"}]}]}]},
      "tests[0].ticks[0].expect[0].status", "Input should be 'proposed'"),
     ({"policies": ["p.yaml"], "tests": [{"name": "t", "ticks": [{"signals": {"share_drifted": 0.5}, "expect": []}]}]},
-     "tests[0].ticks[0].signals", "root drift or performance"),
+     "tests[0].ticks[0].signals", "with root drift, performance"),
     ({"policies": ["p.yaml"], "tests": [{"name": "t", "ticks": [{"symptoms": [{"kind": "d", "severity": "bad"}],
                                                                  "expect": []}]}]},
      "tests[0].ticks[0].symptoms[0].severity", "'info', 'warning' or 'critical'"),

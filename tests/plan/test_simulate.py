@@ -28,7 +28,7 @@ from knowledge.tables import ActionRun, Decision, ManagedModel, Observation, Sym
 from mape.cli import app
 from mape.config import BlastRadius
 from mape.plan import LoadedPolicy, Planner
-from mape.plan.simulate import SimulationError, simulate
+from mape.plan.simulate import LEGEND, SimulationError, simulate
 from tests.plan.helpers import add_model, make_policy, policy_text
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -131,6 +131,14 @@ def record(engine: Engine, policies: Sequence[LoadedPolicy], *, blast_radius: Bl
                 else:
                     symptom.last_seen_at = t
                 session.add(symptom)
+            if k == 13:  # verification (before planning): m3's retrain of tick 10 failed, retrain-m3 is blocked
+                decision = session.exec(select(Decision).where(Decision.policy_name == "retrain-m3",
+                                                               Decision.tick_at == at(10))).first()
+                if decision is not None:
+                    session.add(ActionRun(decision_id=decision.id, model_id=decision.model_id, action="retrain",
+                                          state="succeeded", idempotency_key=f"mape-decision-{decision.id}",
+                                          created_at=at(10), started_at=at(10), finished_at=at(10), updated_at=t,
+                                          verdict="fail", verdict_at=t, verify_until=t))
             if k == 12:  # a verification's follow-up rollback, written before planning: it takes m1's slot
                 run = session.exec(select(ActionRun).where(ActionRun.model_id == models[0].id)).first()
                 session.add(Decision(created_at=t, tick_at=t, model_id=models[0].id, policy_name="retrain-on-drift",
@@ -172,13 +180,6 @@ def _after_planning(session, models: list[ManagedModel], k: int, t: datetime, de
     if k == 10:  # m1's retrain made version 3
         version = registry.register_version(session, model_id=m1.id, artifact_uri="test://3", metrics={"accuracy": 0.93})
         registry.promote(session, version, actor="controller", at=t)
-    if k == 13:  # m3's retrain (decided at tick 10) ran and failed its verification: retrain-m3 is blocked
-        decision = session.exec(select(Decision).where(Decision.policy_name == "retrain-m3",
-                                                       Decision.status == "proposed")).first()
-        session.add(ActionRun(decision_id=decision.id, model_id=decision.model_id, action="retrain",
-                              state="succeeded", idempotency_key=f"mape-decision-{decision.id}",
-                              created_at=at(10), started_at=at(10), finished_at=at(10), updated_at=t,
-                              verdict="fail", verdict_at=t, verify_until=t))
     if k == 14:
         queries.pause(session, "model", "m2", actor="alice", reason="incident 42", at=t + timedelta(minutes=10))
     if k == 16:
@@ -366,7 +367,9 @@ def test_the_cli_prints_a_table_and_json(tmp_path: Path):
 
     same = runner.invoke(app, ["policy", "simulate", "--config", str(config), *span])
     assert same.exit_code == 0, same.output
-    assert same.output.startswith("replayed 12 ticks from 2026-01-05T00:00:00+00:00")
+    assert same.output.startswith(LEGEND)
+    assert "\n2026-01-05T04:00:00+00:00\n  =  m1  ask-on-drift " in same.output  # every decision, as it goes
+    assert "\nreplayed 12 ticks from 2026-01-05T00:00:00+00:00 to 2026-01-05T11:00:00+00:00: 3 models" in same.output
     assert "no differences: the candidate policies decide as the live planner did on all 12 ticks" in same.output
 
     diff = runner.invoke(app, ["policy", "simulate", "--config", str(config), "--policies", str(candidate_dir),
@@ -374,7 +377,8 @@ def test_the_cli_prints_a_table_and_json(tmp_path: Path):
     assert diff.exit_code == 0, diff.output
     assert "- " in diff.output and "watch-drift" in diff.output and "dry_run -> -" in diff.output
     assert "first divergence: 2026-01-05T00:00:00+00:00: m2/watch-drift dry_run -> -" in diff.output
-    assert "= " not in diff.output.split("summary")[0].split("\n", 2)[2]  # --only-diff: no unchanged rows
+    table = diff.output.split("\nreplayed ")[0]
+    assert not [line for line in table.splitlines() if line.startswith("  =  ")]  # --only-diff: no unchanged rows
 
     as_json = runner.invoke(app, ["policy", "simulate", "--config", str(config), "--policies", str(candidate_dir),
                                   "--json", *span])
