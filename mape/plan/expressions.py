@@ -80,7 +80,7 @@ def unknown_name_message(name: str, known: Collection[str]) -> str:
     """The message for a name that is not a context root, with the nearest root as a suggestion.
 
     >>> print(unknown_name_message("drfit", CONTEXT_ROOTS))  # doctest: +ELLIPSIS
-    unknown name 'drfit' (did you mean 'drift'?); the context has: baseline, drift, model, performance, ...
+    unknown name 'drfit' (did you mean 'drift'?); the context has: baseline, carbon, drift, fairness, ...
     """
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
-import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import alembic_config, current_revision, head_revision, upgrade
 from knowledge.tables import Decision
-from tests.conftest import _fresh_pg_database
 
 CREATED = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    yield from _fresh_pg_database(request.getfixturevalue("pg_server"))
 
 
 def _insert_at_0004(url: str) -> None:
