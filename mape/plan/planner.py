@@ -322,17 +322,18 @@ class Planner:
     @staticmethod
     def _save_states(session: Session, ledger: PlanLedger, changed: list[PolicyState]) -> set[tuple[int, str]]:
         """Store the changed state rows in one flush; the keys whose row another controller stored first."""
-        new = [state for state in changed if state.id is None]
+        new = {id(state) for state in changed if state.id is None}
         try:
             with session.begin_nested():
                 session.add_all(changed)
                 session.flush()
             return set()
         except IntegrityError:
-            pass
+            # another controller stored one of these rows first: fall through and save them one by one
+            logger.info("Policy state rows raced with another controller; saving them one by one")
         lost: set[tuple[int, str]] = set()
         for state in changed:  # one by one: the rows other controllers stored win
-            if state in new:
+            if id(state) in new:  # a row never stored: a fresh copy, out of the rolled-back savepoint
                 state = PolicyState.model_validate(state.model_dump(exclude={"id"}))
             stored, saved = queries.save_policy_state(session, state)
             if not saved:
