@@ -43,6 +43,14 @@ def _json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def _json_value(text: str) -> Any:
+    """JSON columns read back with orjson; the standard library for what orjson refuses (NaN, huge integers)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def create_engine_for(url: str, *, echo: bool = False) -> Engine:
     """Create an engine for ``url``; creates the parent directory of a SQLite file."""
     url = normalise_url(url)
@@ -58,6 +66,7 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=StaticPool if in_memory else None,
             json_serializer=_json_text,
+            json_deserializer=_json_value,
         )
 
         @event.listens_for(engine, "connect")
@@ -67,10 +76,12 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA cache_size=-65536")
             cursor.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, json_serializer=_json_text)
+    return create_engine(url, echo=echo, pool_pre_ping=True, json_serializer=_json_text,
+                         json_deserializer=_json_value)
 
 
 @contextmanager

@@ -327,11 +327,14 @@ def action_runs(session: Session, *, model_id: int | None = None, limit: int = 1
 def latest_summary_metrics_fleet(
     session: Session, model_ids: Sequence[int], *, until: datetime, since: datetime | None = None,
     prefixes: Sequence[str] = ("drift.", "performance."),
-) -> dict[int, dict[str, Observation]]:
+) -> dict[int, dict[str, Any]]:
     """The newest summary observation (empty labels) of each metric of each model, in one query.
 
     ``since`` bounds the scan to recent rows (the staleness bound): with the
     (model, metric, time) index, a planning pass then reads only the last ticks.
+    The values are rows with the columns ``id``, ``model_id``, ``metric``,
+    ``time`` and ``value`` (not whole observations: a planning pass reads
+    thousands and needs nothing else).
     """
     if not model_ids:
         return {}
@@ -345,13 +348,14 @@ def latest_summary_metrics_fleet(
         .group_by(Observation.model_id, Observation.metric)
         .subquery()
     )
-    query = select(Observation).join(newest, and_(
-        Observation.model_id == newest.c.model_id, Observation.metric == newest.c.metric,
-        Observation.time == newest.c.t))
-    result: dict[int, dict[str, Observation]] = {}
-    for obs in session.exec(query.order_by(col(Observation.id))):
-        if not obs.labels:
-            result.setdefault(obs.model_id, {})[obs.metric] = obs
+    query = select(Observation.id, Observation.model_id, Observation.metric, Observation.time, Observation.value,
+                   Observation.labels).join(newest, and_(
+                       Observation.model_id == newest.c.model_id, Observation.metric == newest.c.metric,
+                       Observation.time == newest.c.t))
+    result: dict[int, dict[str, Any]] = {}
+    for row in session.exec(query.order_by(col(Observation.id))):
+        if not row.labels:
+            result.setdefault(row.model_id, {})[row.metric] = row
     return result
 
 
@@ -373,6 +377,22 @@ def versions_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list
     query = select(ModelVersion).where(col(ModelVersion.model_id).in_(list(model_ids)))
     for version in session.exec(query.order_by(col(ModelVersion.version))):
         result.setdefault(version.model_id, []).append(version)
+    return result
+
+
+def version_summaries_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Like :func:`versions_fleet`, as rows of ``model_id``, ``version``, ``stage``, ``promoted_at`` and ``metrics``.
+
+    What an evaluation context reads of the versions, without building objects.
+    """
+    result: dict[int, list[Any]] = {}
+    if not model_ids:
+        return result
+    query = (select(ModelVersion.model_id, ModelVersion.version, ModelVersion.stage, ModelVersion.promoted_at,
+                    ModelVersion.metrics)
+             .where(col(ModelVersion.model_id).in_(list(model_ids))).order_by(col(ModelVersion.version)))
+    for row in session.exec(query):
+        result.setdefault(row.model_id, []).append(row)
     return result
 
 

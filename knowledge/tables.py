@@ -187,7 +187,8 @@ class Symptom(SymptomBase, table=True):
 class DecisionBase(SQLModel):
     created_at: datetime = Field(default_factory=utcnow)
     tick_at: Optional[datetime] = Field(default=None, index=True)
-    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    # no index of its own: ix_decision_model_action_time (model_id, action, created_at) serves lookups by model
+    model_id: int = Field(foreign_key="managed_model.id")
     policy_name: str = Field(max_length=200)
     policy_sha256: Optional[str] = Field(default=None, max_length=64)
     action: str = Field(max_length=50)
@@ -214,7 +215,8 @@ class Decision(DecisionBase, table=True):
     __table_args__ = (Index("ix_decision_model_action_time", "model_id", "action", "created_at"),
                       Index("ix_decision_status_expires_at", "status", "expires_at"))
     id: Optional[int] = Field(default=None, primary_key=True)
-    dedup_key: str = Field(unique=True, max_length=300, description="model/policy/tick: a repeated tick adds nothing.")
+    dedup_key: str = Field(unique=True, max_length=300,
+                           description="tick/model/policy: a repeated tick adds nothing (tick first: new keys append).")
     decided_by: Optional[str] = None
     decided_at: Optional[datetime] = None
     comment: str = ""

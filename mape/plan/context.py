@@ -111,16 +111,21 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _metrics(observations: dict[str, Observation], root: str, oldest: datetime | None) -> dict[str, Any]:
-    prefix = f"{root}."
-    result: dict[str, Any] = {}
-    for name, obs in sorted(observations.items()):
-        if not name.startswith(prefix) or (oldest is not None and ensure_utc(obs.time) < oldest):
+def _metric_roots(observations: dict[str, Observation], roots: Sequence[str],
+                  oldest: datetime | None) -> dict[str, dict[str, Any]]:
+    """The metric roots among ``roots`` filled from the observations, in one pass over them (keys in name order)."""
+    result: dict[str, dict[str, Any]] = {root: {} for root in roots if root in METRIC_ROOTS}
+    for name in sorted(observations):
+        root, _, key = name.partition(".")
+        target = result.get(root)
+        if target is None or not key:
             continue
-        key = name[len(prefix):]
+        obs = observations[name]
+        if oldest is not None and ensure_utc(obs.time) < oldest:
+            continue
         value = _metric_value(key, obs.value)
-        if key and value is not None:
-            result[key] = value
+        if value is not None:
+            target[key] = value
     return result
 
 
@@ -133,7 +138,7 @@ def metric_root(observations: dict[str, Observation], root: str, oldest: datetim
     >>> metric_root({"drift.detected": Obs(time=t, value=1.0), "drift.n_drifted": Obs(time=t, value=4)}, "drift", None)
     {'detected': True, 'n_drifted': 4.0}
     """
-    return _metrics(observations, root, oldest)
+    return _metric_roots(observations, (root,), oldest)[root]
 
 
 def _symptoms(symptoms: list[Symptom], at: datetime, oldest: datetime | None) -> dict[str, Any]:
@@ -189,7 +194,7 @@ def build_contexts(
     observations = queries.latest_summary_metrics_fleet(session, ids, until=at, since=oldest,
                                                         prefixes=tuple(f"{root}." for root in METRIC_ROOTS))
     symptoms = queries.open_symptoms_fleet(session, ids)
-    versions = queries.versions_fleet(session, ids)
+    versions = queries.version_summaries_fleet(session, ids)
     since_last = queries.last_action_times_fleet(session, ids, at)
     contexts: dict[int, dict[str, Any]] = {}
     for model in models:
@@ -230,7 +235,7 @@ def assemble_context(model: ManagedModel, observations: dict[str, Observation], 
         Build only these roots (the ones the conditions read); default: all.
     """
     wanted = CONTEXT_ROOTS if roots is None else tuple(root for root in CONTEXT_ROOTS if root in roots)
-    context: dict[str, Any] = {root: _metrics(observations, root, oldest) for root in METRIC_ROOTS if root in wanted}
+    context: dict[str, Any] = _metric_roots(observations, wanted, oldest)
     if "model" in wanted or "baseline" in wanted:
         context["model"], context["baseline"] = _model(model, versions, at)
     if "symptoms" in wanted:

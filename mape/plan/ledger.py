@@ -82,7 +82,11 @@ class Draft:
 
     def values(self) -> dict[str, Any]:
         """The column values to insert (shallow: the evidence is not copied)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "id"}
+        return {name: getattr(self, name) for name in _DRAFT_COLUMNS}
+
+
+#: The columns a draft fills, in field order (``id`` comes from the insert).
+_DRAFT_COLUMNS = tuple(f.name for f in fields(Draft) if f.name != "id")
 
 
 @dataclass

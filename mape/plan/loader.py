@@ -38,6 +38,7 @@ import os
 import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Union
 
@@ -88,14 +89,18 @@ class LoadedPolicy:
     source: str
     text: str
     sha256: str
+    #: ``metadata.name`` (read tens of thousands of times a planning pass: a plain attribute).
+    name: str = field(init=False)
+    #: ``spec.action.type``.
+    action: str = field(init=False)
+    #: Whether the policy keeps ``for``/``keep_firing_for`` state (one of the two durations is above zero).
+    stateful: bool = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.policy.metadata.name
-
-    @property
-    def action(self) -> str:
-        return self.policy.spec.action.type
+    def __post_init__(self) -> None:
+        spec = self.policy.spec
+        object.__setattr__(self, "name", self.policy.metadata.name)
+        object.__setattr__(self, "action", spec.action.type)
+        object.__setattr__(self, "stateful", spec.for_ > timedelta(0) or spec.keep_firing_for > timedelta(0))
 
     def position(self, path: Sequence[str | int] | str, *, key: bool = False) -> Position | None:
         """Where ``path`` (``spec.action.type``) is in the policy's text; see :func:`mape.plan.positions.locate`."""

@@ -244,8 +244,7 @@ class Planner:
         self.blast_radius = blast_radius
         self._lookback = lookback(list(self.policies), blast_radius)
         self._selection: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[LoadedPolicy, ...]] = {}
-        self._stateful = [p.name for p in self.policies
-                          if firing.tracks_state(p.policy.spec.for_, p.policy.spec.keep_firing_for)]
+        self._stateful = [p.name for p in self.policies if p.stateful]
         seen: dict[str, LoadedPolicy] = {}
         for policy in self.policies:
             if policy.name in seen:
@@ -302,9 +301,9 @@ class Planner:
     def _fires(ledger: PlanLedger, policy: LoadedPolicy, model: ManagedModel, at: datetime,
                holds: bool | None) -> tuple[bool, PolicyState | None, bool]:
         """Whether the policy fires after ``for`` and ``keep_firing_for``; its state row; whether that changed."""
-        spec = policy.policy.spec
-        if not firing.tracks_state(spec.for_, spec.keep_firing_for):
+        if not policy.stateful:
             return holds is True, None, False
+        spec = policy.policy.spec
         assert model.id is not None
         key = (model.id, policy.name)
         state = ledger.states.get(key)
@@ -404,8 +403,12 @@ class Planner:
                                                      message=f"cannot convert the context: {type(exc).__name__}: {exc}"))
                 continue
             verdicts = fires.setdefault(model.name, {})
+            model_id, errors = model.id, report.errors
             for policy in candidates[model.name]:
-                holds = held[(model.id, policy.name)] = self._condition(policy, prepared, model, report.errors)
+                holds = held[(model_id, policy.name)] = self._condition(policy, prepared, model, errors)
+                if not policy.stateful:  # the common case, without a state row: fires when the condition holds
+                    verdicts[policy.name] = holds is True
+                    continue
                 verdicts[policy.name], state, was_changed = self._fires(ledger, policy, model, at, holds)
                 if was_changed and state is not None:
                     changed.append(state)
@@ -416,17 +419,22 @@ class Planner:
         self._cancel_cleared(session, ledger, {m.id: m for m in models}, fires, held, at, report)
         choices: dict[tuple[str, str], Choice] = {}
         result: dict[str, list[LoadedPolicy]] = {}
+        states = ledger.states
         for model in models:
-            verdicts = fires.get(model.name, {})
-            for policy in candidates[model.name]:
-                state = ledger.states.get((model.id, policy.name)) if model.id is not None else None
-                if not verdicts.get(policy.name) and state is not None and state.pending_since is not None:
-                    report.pending.setdefault(model.name, []).append(policy.name)
-            firing_now = [p for p in candidates[model.name] if verdicts.get(p.name)]
+            name, model_id = model.name, model.id
+            verdicts = fires.get(name, {})
+            firing_now = []
+            for policy in candidates[name]:
+                if verdicts.get(policy.name):
+                    firing_now.append(policy)
+                elif policy.stateful and model_id is not None:
+                    state = states.get((model_id, policy.name))
+                    if state is not None and state.pending_since is not None:
+                        report.pending.setdefault(name, []).append(policy.name)
             for policy in firing_now:
                 if policy.policy.spec.alternatives:
-                    choices[(model.name, policy.name)] = self._choose(policy, model, contexts[model.name], report)
-            result[model.name] = sorted(firing_now, key=lambda p, m=model.name: self.rank(
+                    choices[(name, policy.name)] = self._choose(policy, model, contexts[name], report)
+            result[name] = sorted(firing_now, key=lambda p, m=name: self.rank(
                 p, choices[(m, p.name)].action.type if (m, p.name) in choices else None))
         return result, choices
 
@@ -599,7 +607,7 @@ class Planner:
         return Draft(
             created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
             action=action.type, params=dict(action.params), priority=spec.priority, actor=self.actor,
-            status=verdict.status, reason=verdict.reason, dedup_key=f"{model.name}/{policy.name}/{at.isoformat()}",
+            status=verdict.status, reason=verdict.reason, dedup_key=f"{at.isoformat()}/{model.name}/{policy.name}",
             evidence=evidence, expires_at=expires_at, not_before=not_before, deadline=deadline,
         )
 

@@ -41,7 +41,7 @@ def test_a_firing_policy_writes_a_proposed_decision_with_its_evidence(engine, cl
         "proposed", "retrain", "retrain-on-drift", 50, "ctl-1")
     assert stored.policy_sha256 == policy.sha256
     assert stored.tick_at == at and stored.created_at == at
-    assert stored.dedup_key == f"fraud/retrain-on-drift/{at.isoformat()}"
+    assert stored.dedup_key == f"{at.isoformat()}/fraud/retrain-on-drift"
     assert stored.evidence["when"] == policy.policy.spec.when
     assert stored.evidence["context"]["drift"] == {"share_drifted": 0.4}
     assert "data_drift" in stored.evidence["context"]["symptoms"]
