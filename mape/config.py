@@ -123,6 +123,72 @@ class PromotionConfig(_Strict):
     _d = field_validator("evaluation_window", mode="before")(_duration)
 
 
+class ScaleBounds(_Strict):
+    """How far and how fast one model's replicas may be scaled (the ``rescale`` action honours them).
+
+    Attributes
+    ----------
+    min_replicas : int
+        Fewest replicas, at least 0 (0 lets a model scale to zero).
+    max_replicas : int
+        Most replicas, at least 1 and at least ``min_replicas``.
+    max_step : int
+        Most replicas added or removed by one action.
+    scale_down_stabilization : timedelta
+        After a scale-up, no scale-down until this long has passed (the
+        Kubernetes HPA's scale-down stabilization window); ``"5m"``, ``"300s"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas (0 allows scale to zero).")
+    max_replicas: int = Field(4, ge=1, description="Most replicas.")
+    max_step: int = Field(1, ge=1, description="Most replicas added or removed in one action.")
+    scale_down_stabilization: timedelta = Field(
+        timedelta(minutes=5), description="No scale-down until this long after the last scale-up, e.g. 5m.")
+
+    _d = field_validator("scale_down_stabilization", mode="before")(_duration)
+
+    @field_validator("scale_down_stabilization")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError(f"scale_down_stabilization must not be negative, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> "ScaleBounds":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class LocalServingConfig(_Strict):
+    """The embedded serving target: model-server processes on 127.0.0.1, started and stopped by the engine."""
+
+    port_range: tuple[int, int] = Field((18500, 18999), description="Loopback ports the replicas may listen on.")
+    startup_timeout: timedelta = Field(timedelta(seconds=30),
+                                       description="A replica that does not answer its health check by then failed.")
+
+    _d = field_validator("startup_timeout", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _ports(self) -> "LocalServingConfig":
+        low, high = self.port_range
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"port_range must be two ports with 1024 <= low <= high <= 65535, got {list(self.port_range)}")
+        return self
+
+
+class ServingConfig(_Strict):
+    """Where a model serves predictions, and how its replicas may be scaled."""
+
+    target: Literal["local"] = Field("local", description="The serving target: local (model-server processes on "
+                                                           "loopback ports).")
+    replicas: ScaleBounds = Field(default_factory=ScaleBounds)
+    local: LocalServingConfig = Field(default_factory=LocalServingConfig)
+
+
 class ModelConfig(_Strict):
     """One managed model: where its data is, how to train it, how to judge it."""
 
@@ -143,6 +209,8 @@ class ModelConfig(_Strict):
     drift: DriftConfig = DriftConfig()
     performance: PerformanceConfig = PerformanceConfig()
     promotion: PromotionConfig = PromotionConfig()
+    serving: ServingConfig | None = Field(
+        None, description="How the model is served; needed by the rescale action (none: it cannot be rescaled).")
 
 
 # --------------------------------------------------------------------------- analyze rules
@@ -345,6 +413,8 @@ class Settings(BaseSettings):
     db_url: str = Field("sqlite:///mape.db", description="Knowledge base: any SQLAlchemy URL; SQLite file by default.")
     policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
     artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
+    serving_dir: Path = Field(Path("serving"),
+                              description="State of the local serving target: its replicas' pids, ports and logs.")
     tick_interval: timedelta = Field(timedelta(minutes=5), description="Time between ticks of `mape run`.")
     signal_max_age: timedelta | None = Field(
         None,
@@ -394,7 +464,7 @@ class Settings(BaseSettings):
         raise ConfigError(f"no managed model named {name!r}", source=str(self.config_file or "settings"), field="models")
 
 
-_PATH_FIELDS = ("policies_dir", "artifacts_dir")
+_PATH_FIELDS = ("policies_dir", "artifacts_dir", "serving_dir")
 
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ who wrote the input can fix it without reading our code.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -149,6 +150,37 @@ class TransientActionError(ActionError):
     def __init__(self, message: str, *, delay: float = 30.0):
         super().__init__(message)
         self.delay = delay
+
+
+class ServingError(MapeError):
+    """A serving target cannot act: no free port, a replica fails to start, the artifact is unreadable.
+
+    Parameters
+    ----------
+    message : str
+        What failed, in one sentence.
+    model : str
+        The managed model whose replicas were being changed; the message
+        starts with it.
+    log_tail : str, optional
+        The last lines a failed replica wrote, appended to the message.
+    """
+
+    def __init__(self, message: str, *, model: str, log_tail: str | None = None):
+        self.message = message
+        self.model = model
+        self.log_tail = log_tail
+        text = f"serving model {model}: {message}"
+        if log_tail:
+            text += f"\n--- last lines of its log ---\n{log_tail.rstrip()}"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only arguments: pickle (to and from flow workers) by name
+        return functools.partial(type(self), model=self.model, log_tail=self.log_tail), (self.message,)
+
+
+class SimulationError(MapeError):
+    """``mape policy simulate`` cannot start: no ticks in the range, no models, or an inconsistent request."""
 
 
 class IllegalTransitionError(MapeError):

@@ -44,6 +44,8 @@ class ActionContext:
         Who acts, for audit events.
     notifications : NotificationSettings
         The notification channels (the ``notify`` action queues messages for them).
+    serving_dir : Path
+        State of the local serving target (the ``rescale`` action keeps its replica sets there).
     """
 
     session: Session
@@ -56,6 +58,7 @@ class ActionContext:
     actor: str
     source_factory: Callable[..., TableSource] = open_source
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    serving_dir: Path = Path("serving")
 
     def labelled(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Predictions made in ``[start, end)`` joined with the labels that had arrived by ``at``."""

@@ -63,6 +63,8 @@ class Executor:
         Configuration of the managed models, by name.
     artifacts_dir : Path
         Root directory for artifacts.
+    serving_dir : Path, optional
+        State of the local serving target (default ``serving`` beside the working directory).
     actor : str
         Name written into audit events.
     notifications : NotificationSettings, optional
@@ -72,8 +74,9 @@ class Executor:
     def __init__(self, engine: Engine, registry: ActionRegistry, *, models: dict[str, ModelConfig],
                  artifacts_dir: Path, actor: str = "controller",
                  source_factory: Callable[..., TableSource] = open_source,
-                 notifications: NotificationSettings | None = None) -> None:
+                 notifications: NotificationSettings | None = None, serving_dir: Path = Path("serving")) -> None:
         self.engine = engine
+        self.serving_dir = serving_dir
         self.registry = registry
         self.models = models
         self.artifacts_dir = artifacts_dir
@@ -176,7 +179,8 @@ class Executor:
                 params = spec.params.model_validate(run.params)
                 ctx = ActionContext(session=session, run=run, decision=decision, model=model, config=config, at=at,
                                     artifacts_dir=self.artifacts_dir, actor=self.actor,
-                                    source_factory=self.source_factory, notifications=self.notifications)
+                                    source_factory=self.source_factory, notifications=self.notifications,
+                                    serving_dir=self.serving_dir)
                 result = spec.fn(ctx, params)
                 transition(run, S.succeeded.value, at=at, message="")
                 run.result = _jsonable(result or {})

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
 from mape._util.imports import import_object
+from mape.data.artifacts import ARTIFACT_FILE, load_artifact, save_artifact  # noqa: F401 - re-exported
 from mape.errors import PermanentActionError
 
-ARTIFACT_FILE = "model.joblib"
 
 
 @dataclass(frozen=True)
@@ -79,17 +77,3 @@ def run_entrypoint(entrypoint: str, request: TrainingRequest) -> TrainedModel:
     return trained
 
 
-def save_artifact(estimator: Any, directory: Path) -> str:
-    directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, directory / ARTIFACT_FILE)
-    return directory.resolve().as_uri()
-
-
-def load_artifact(uri: str) -> Any:
-    """Load the estimator stored at a ``file://`` directory URI (or a plain path)."""
-    path = Path(uri[len("file://"):]) if uri.startswith("file://") else Path(uri)
-    file = path / ARTIFACT_FILE if path.is_dir() or not path.suffix else path
-    try:
-        return joblib.load(file)
-    except FileNotFoundError:
-        raise PermanentActionError(f"model artifact not found at {file}") from None

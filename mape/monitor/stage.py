@@ -12,15 +12,20 @@ policies depend on these names:
   ``drift.n_features``, ``drift.min_q_value``, ``drift.detected`` (1.0/0.0),
   ``drift.n_reference``, ``drift.n_current``; without a verdict (too few rows)
   all but the last two have value ``None``;
-- sensor ``drift``, labels ``{"feature": name, "test": "ks" | "chi2"}``:
+- sensor ``drift``, labels ``{"feature": name, "test": "ks" | "cvm" | "chi2"}``:
   ``drift.feature.statistic``, ``drift.feature.p_value``,
-  ``drift.feature.q_value``, ``drift.feature.drifted`` (1.0/0.0);
+  ``drift.feature.q_value``, ``drift.feature.drifted`` (1.0/0.0: significant
+  and at least the effect floor); with the label ``"effect": "wasserstein" |
+  "psi" | "js"`` added, ``drift.feature.effect_size``;
 - sensor ``performance``, labels ``{}``: ``performance.accuracy``,
   ``performance.f1``, ``performance.accuracy_drop`` (``None`` without a
   baseline accuracy on the production version), ``performance.n_labelled``;
   for regression ``performance.mae``, ``performance.rmse``,
   ``performance.n_labelled``; below ``performance.min_samples`` labelled rows
-  every value but ``performance.n_labelled`` is ``None``.
+  every value but ``performance.n_labelled`` is ``None``;
+- sensor ``serving``, labels ``{}``, for models with a ``serving`` section:
+  ``serving.replicas`` (asked for) and ``serving.ready_replicas`` (answering
+  their health check), read from the model's serving target.
 
 A value of ``None`` means "no data this tick", never good or bad. A model
 whose measurement fails (no production version, an unreadable source) gets no
@@ -36,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlmodel import Session
@@ -48,6 +54,9 @@ from mape.config import FileSourceConfig, ModelConfig, SqlSourceConfig
 from mape.data import TableSource, labelled_window, open_source
 from mape.errors import MapeError
 from mape.monitor.sensors import DriftReport, DriftSensor, PerformanceReport, PerformanceSensor
+from mape.monitor.sensors.serving import serving_observations
+from mape.serving.factory import target_for
+from mape.serving.target import ServingHealth
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +174,11 @@ class Monitor:
         Builds a :class:`~mape.data.TableSource` from a source configuration.
     """
 
-    def __init__(self, models: Sequence[ModelConfig], *, source_factory: SourceFactory = open_source) -> None:
+    def __init__(self, models: Sequence[ModelConfig], *, source_factory: SourceFactory = open_source,
+                 serving_dir: Path | None = None) -> None:
         self.models = tuple(models)
         self.source_factory = source_factory
+        self.serving_dir = serving_dir
         self._sources: dict[tuple[str, str], TableSource] = {}
         self._drift_sensors: dict[str, tuple[int, DriftSensor]] = {}
 
@@ -192,6 +203,10 @@ class Monitor:
                 rows += drift_observations(model_id, at, drift)
             if performance is not None:
                 rows += performance_observations(model_id, at, performance)
+            if cfg.serving is not None and self.serving_dir is not None:
+                health = self._guarded(errors, cfg.name, "serving", partial(self._measure_serving, cfg))
+                if health is not None:
+                    rows += serving_observations(model_id, at, health)
             summaries.append(ModelSummary(cfg.name, production.version, drift, performance))
         written = add_observations(session, rows)
         return MonitorReport(at=at, models=tuple(summaries), errors=tuple(errors), n_observations=written)
@@ -216,6 +231,12 @@ class Monitor:
         if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
             self._drift_sensors[cfg.name] = (production.id, sensor)
         return sensor
+
+    def _measure_serving(self, cfg: ModelConfig) -> ServingHealth:
+        assert self.serving_dir is not None
+        target = target_for(cfg, self.serving_dir)
+        assert target is not None  # the model has a serving section
+        return target.health()
 
     def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> PerformanceReport:
         window = labelled_window(
@@ -280,6 +301,8 @@ def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list
                   "drifted": feature.drifted}
         rows += [Observation(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
                              value=_value(value), labels=dict(labels)) for name, value in values.items()]
+        rows.append(Observation(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
+                                value=_value(feature.effect_size), labels={**labels, "effect": feature.effect_name}))
     return rows
 
 

@@ -62,7 +62,7 @@ CONTEXT_FIELDS: Mapping[str, RootFields] = {
                                  "power_watts", "temperature_c", "devices"})),
     "carbon": RootFields(frozenset({"intensity", "forecast_min", "forecast_min_in_seconds", "forecast_mean"})),
     "serving": RootFields(frozenset({"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "requests_per_second",
-                                     "error_rate", "replicas"})),
+                                     "error_rate", "replicas", "ready_replicas"})),
     "baseline": RootFields(None),
     "symptoms": RootFields(None, entry_fields=frozenset({"severity", "opened_at", "age_seconds"})),
     "model": RootFields(frozenset({"name", "labels", "versions", "can_roll_back", "production_version",

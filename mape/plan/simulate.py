@@ -62,7 +62,7 @@ from knowledge.database import create_engine_for, session_scope
 from knowledge.tables import DecisionStatus, ManagedModel
 from mape._util.timeutil import ensure_utc
 from mape.config import BlastRadius, Utility
-from mape.errors import MapeError
+from mape.errors import SimulationError
 from mape.plan import firing
 from mape.plan.context import METRIC_ROOTS, assemble_context, metric_root
 from mape.plan.expressions import Condition
@@ -95,10 +95,6 @@ _TYPED_ROOTS = frozenset({*METRIC_ROOTS, "since_last"})
 Keep = Literal["all", "diff", "none"]
 #: The first line of the human-readable report: what the marker of each row means.
 LEGEND = "  = same status   ~ different status   + simulated only   - live only"
-
-
-class SimulationError(MapeError):
-    """The replay cannot start: no ticks in the range, no models, or an inconsistent request."""
 
 
 class SimId(int):

@@ -37,8 +37,9 @@ def _policy(name: str, action: str, models: str = "['*']", params: str = "{}") -
 def test_a_clean_library_is_one_ok_line_and_exit_0():
     result = runner.invoke(app, ["policy", "validate", str(REPO / "policies")])
     assert result.exit_code == 0, result.output
-    assert result.output == ("ok: 4 valid, 0 invalid, 0 warnings: fairness-guard, retrain-on-drift, "
-                             "retrain-when-carbon-is-low, rollback-on-regression\n")
+    assert result.output == ("ok: 6 valid, 0 invalid, 0 warnings: fairness-guard, retrain-on-drift, "
+                             "retrain-when-carbon-is-low, rollback-on-regression, scale-down-when-gpu-idle, "
+                             "scale-up-on-gpu-load\n")
 
 
 def test_every_problem_is_one_line_with_file_line_column_and_field_and_the_exit_status_is_1(tmp_path: Path):

@@ -46,7 +46,7 @@ def test_bad_file_is_refused_and_the_others_keep_working(tmp_path: Path):
     controller = world.controller
     names = sorted(p.name for p in controller.policies)
     assert names == ["always-retrain", "fairness-guard", "retrain-on-drift", "retrain-when-carbon-is-low",
-                     "rollback-on-regression"]
+                     "rollback-on-regression", "scale-down-when-gpu-idle", "scale-up-on-gpu-load"]
     errors = "\n".join(controller.policy_errors)
     assert "broken.yaml" in errors and "spec.mode" in errors
     assert "not-yaml.yaml" in errors

@@ -12,7 +12,7 @@ from knowledge import queries, registry
 from knowledge.tables import ActionRun, Decision, ManagedModel, Observation, Symptom
 from mape.plan import LoadedPolicy, load_policy_text
 
-KNOWN_ACTIONS = frozenset({"retrain", "rollback"})
+KNOWN_ACTIONS = frozenset({"retrain", "rollback", "rescale", "notify"})
 
 
 def policy_document(name: str = "p", *, when: str = "true", action: str = "retrain",

@@ -124,7 +124,7 @@ def test_comprehension_variables_are_not_mistaken_for_context_roots():
 def test_an_unknown_action_type_is_refused_with_the_known_ones():
     error = _refusal(policy_text("bad", action="retrian"))
     assert error.field == "spec.action.type"
-    assert "unknown action 'retrian' (did you mean 'retrain'?); known: retrain, rollback" in str(error)
+    assert "unknown action 'retrian' (did you mean 'retrain'?); known: notify, rescale, retrain, rollback" in str(error)
 
 
 def test_without_known_actions_the_action_check_is_skipped():

@@ -1,0 +1,115 @@
+"""``rescale``: change how many replicas serve a model, within its bounds.
+
+Who calls it: the executor, for decisions whose action type is ``rescale``.
+The policy asks for an absolute count (``replicas: 3``) or a change
+(``by: 1``, ``by: -1``); :func:`mape.serving.target.plan_replicas`
+applies the model's ``serving.replicas`` bounds: the count stays within
+``[min_replicas, max_replicas]``, changes by at most ``max_step``, and does
+not go down within ``scale_down_stabilization`` of the last scale-up (the
+last successful ``rescale`` run that added replicas, read from the knowledge
+base, so the window survives restarts). A request the bounds reduce to "no
+change" succeeds without touching the target and says why in its result.
+
+Idempotent: the target is asked for an absolute count, so a retried run that
+already scaled changes nothing. The result records ``from``, ``to``,
+``requested``, ``limited_by`` and the target's health afterwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlmodel import Session, col, select
+
+from knowledge import registry
+from knowledge.tables import ActionRun, ActionState
+from mape.errors import PermanentActionError, ServingError, TransientActionError
+from mape.execute.context import ActionContext
+from mape.execute.registry import action
+from mape.serving.factory import target_for
+from mape.serving.target import ServingTarget, plan_replicas
+
+
+class RescaleParams(BaseModel):
+    """Parameters of ``rescale`` in a policy's ``action.params``: exactly one of ``replicas`` and ``by``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int | None = Field(None, ge=0, description="Scale to this many replicas.")
+    by: int | None = Field(None, description="Add (positive) or remove (negative) this many replicas.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "RescaleParams":
+        if (self.replicas is None) == (self.by is None):
+            raise ValueError("give exactly one of 'replicas' (a count) and 'by' (a change, e.g. 1 or -1)")
+        if self.by == 0:
+            raise ValueError("'by' must not be 0: a rescale that changes nothing is not an action")
+        return self
+
+
+def serving_target(ctx: ActionContext) -> ServingTarget:
+    """The serving target of the action's model, whose new replicas serve the production version.
+
+    Raises
+    ------
+    PermanentActionError
+        When the model has no ``serving`` section: it cannot be rescaled.
+    """
+    cfg = ctx.config
+    engine = ctx.session.get_bind()
+
+    def production() -> tuple[int, str]:
+        # a fresh session: replicas started later (by another process) serve what is in production then
+        with Session(engine) as session:
+            version = registry.production_version(session, ctx.model.id)
+            if version is None:
+                raise ServingError("has no production version to serve", model=cfg.name)
+            return version.version, version.artifact_uri
+
+    target = target_for(cfg, ctx.serving_dir, production)
+    if target is None:
+        raise PermanentActionError(f"model {cfg.name} has no serving configuration, so it cannot be rescaled; "
+                                   f"add a 'serving' section to it in the settings")
+    return target
+
+
+def last_scale_up(session: Session, model_id: int, *, before: datetime) -> datetime | None:
+    """When a ``rescale`` run last added replicas to the model (finished before ``before``), if ever."""
+    runs = session.exec(
+        select(ActionRun)
+        .where(ActionRun.model_id == model_id, ActionRun.action == "rescale",
+               ActionRun.state == ActionState.succeeded.value, col(ActionRun.finished_at).is_not(None),
+               col(ActionRun.finished_at) < before)
+        .order_by(col(ActionRun.finished_at).desc())
+        .limit(50)
+    )
+    for run in runs:
+        result = run.result or {}
+        if isinstance(result.get("to"), int) and isinstance(result.get("from"), int) and result["to"] > result["from"]:
+            return run.finished_at
+    return None
+
+
+@action("rescale", params=RescaleParams, retries=2)
+def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
+    """Scale the model's replicas to the requested count, within its bounds."""
+    target = serving_target(ctx)
+    assert ctx.config.serving is not None  # serving_target raised otherwise
+    bounds = ctx.config.serving.replicas
+    current = target.replicas()
+    requested = params.replicas if params.replicas is not None else max(0, current + (params.by or 0))
+    step = plan_replicas(current, requested, bounds, at=ctx.at,
+                         last_scale_up_at=last_scale_up(ctx.session, ctx.model.id, before=ctx.at))
+    result: dict[str, Any] = {"from": current, "requested": requested, "to": step.target,
+                              "limited_by": step.limited_by, "reason": step.reason}
+    if step.changes:
+        try:
+            result["to"] = target.scale(step.target)
+        except ServingError as exc:
+            raise TransientActionError(str(exc), delay=60) from None
+    health = target.health()
+    result["ready"] = health.ready
+    result["endpoints"] = list(health.endpoints)
+    return result

@@ -1,0 +1,44 @@
+"""The serving target a model's ``serving`` configuration describes.
+
+Who calls it: the ``rescale`` effector (to scale) and the Monitor stage (to
+read the replica counts every tick), so both see the same replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mape.config import ModelConfig
+from mape.errors import ServingError
+from mape.serving.target import ServingTarget
+
+__all__ = ["target_for"]
+
+
+def target_for(cfg: ModelConfig, serving_dir: Path,
+               artifact: Callable[[], tuple[int, str]] | None = None) -> ServingTarget | None:
+    """The model's serving target, or None when it has no ``serving`` section.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        The managed model.
+    serving_dir : Path
+        Where local replica sets keep their state (``serving_dir`` in the settings).
+    artifact : callable, optional
+        Returns the version number and artifact URI new replicas serve (the
+        production version). Without it the target can be read but not scaled up.
+    """
+    if cfg.serving is None:
+        return None
+
+    def observe_only() -> tuple[int, str]:
+        raise ServingError("is only observed here; scaling it needs the production version's artifact",
+                           model=cfg.name)
+
+    from mape.serving.local import LocalReplicaSet  # imported on use: model servers need none of it
+
+    local = cfg.serving.local
+    return LocalReplicaSet(cfg.name, Path(serving_dir), artifact or observe_only, port_range=local.port_range,
+                           startup_timeout=local.startup_timeout.total_seconds())
