@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import oscillation, planning, prefect_tick_overhead, simulate
+from benchmarks import drift_suite, online_detectors, oscillation, planning, prefect_tick_overhead, simulate
 
 BENCHMARKS = {module.__name__.rsplit(".", 1)[-1]: module
-              for module in (prefect_tick_overhead, planning, oscillation, simulate)}
+              for module in (prefect_tick_overhead, planning, oscillation, simulate, online_detectors, drift_suite)}
 
 
 def main(names: list[str] | None = None) -> None:

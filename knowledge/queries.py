@@ -344,7 +344,8 @@ def latest_summary_metrics_fleet(
     prefix_match = [col(Observation.metric).startswith(p) for p in prefixes]
     newest = (
         select(Observation.model_id, Observation.metric, func.max(Observation.time).label("t"))
-        .where(*where, or_(*prefix_match), ~col(Observation.metric).startswith("drift.feature."))
+        .where(*where, or_(*prefix_match), ~col(Observation.metric).startswith("drift.feature."),
+               ~col(Observation.metric).startswith("gpu.device."))
         .group_by(Observation.model_id, Observation.metric)
         .subquery()
     )
@@ -914,3 +915,47 @@ def action_runs_by_id(session: Session, run_ids: Iterable[int]) -> dict[int, Act
         return {}
     return {run.id: run for run in session.exec(select(ActionRun).where(col(ActionRun.id).in_(ids)))
             if run.id is not None}
+
+
+# --------------------------------------------------------------------------- the controller's own metrics
+
+
+def action_run_counts(session: Session) -> dict[str, int]:
+    """How many action runs are in each state now, in one grouped query; states without runs are left out."""
+    query = select(ActionRun.state, func.count()).group_by(ActionRun.state)
+    return {state: int(count) for state, count in session.exec(query)}
+
+
+def newest_observation_by_root(session: Session, *, since: datetime, until: datetime) -> dict[tuple[str, str], datetime]:
+    """The time of each model's newest observation of each context root, keyed by (model name, root).
+
+    The root is a metric's first segment (``serving`` of ``serving.latency_p95_ms``).
+    Only observations with ``since < time <= until`` count, which bounds the
+    scan: a root with nothing newer than ``since`` is left out. One query,
+    grouped by model and metric along the (model, metric, time) index.
+    """
+    newest = (
+        select(Observation.model_id, Observation.metric, func.max(Observation.time).label("t"))
+        .where(Observation.time > since, Observation.time <= until)
+        .group_by(Observation.model_id, Observation.metric)
+        .subquery()
+    )
+    query = select(ManagedModel.name, newest.c.metric, newest.c.t).join(newest, ManagedModel.id == newest.c.model_id)
+    result: dict[tuple[str, str], datetime] = {}
+    for name, metric, time in session.exec(query):
+        key, time = (name, metric.split(".", 1)[0]), ensure_utc(time)
+        if key not in result or time > result[key]:
+            result[key] = time
+    return result
+
+
+def finished_ticks_after(session: Session, tick_id: int, *, limit: int = 1000) -> list[Tick]:
+    """Ticks that finished, with an id above ``tick_id``, oldest first (what a metrics endpoint has not seen yet)."""
+    return list(session.exec(
+        select(Tick).where(Tick.id > tick_id, col(Tick.finished_at).is_not(None)).order_by(col(Tick.id)).limit(limit)
+    ))
+
+
+def newest_tick_id(session: Session) -> int:
+    """The id of the newest tick row (0 when there is none)."""
+    return session.exec(select(func.max(Tick.id))).one() or 0

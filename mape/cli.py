@@ -123,15 +123,42 @@ def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--ve
     external = os.environ.get("PREFECT_API_URL")
     server = nullcontext(external) if external else local_prefect_server(
         port=settings.prefect.server_port, home=settings.prefect.home)
+    metrics = _metrics_loop(settings) if settings.metrics.enabled else None
     try:
         with server as api_url:
             os.environ["PREFECT_API_URL"] = api_url
             typer.echo(f"mape controller {settings.controller_id}: a tick every {settings.tick_interval}, "
                        f"Prefect API {api_url}; SIGTERM stops it")
+            if metrics is not None:
+                endpoint = metrics.start(settings.metrics.host, settings.metrics.port)
+                typer.echo(f"metrics on {endpoint.url}")
             serve(config_file, interval=settings.tick_interval)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         _fail(str(exc), code=1)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     typer.echo("mape controller stopped")
+
+
+def _metrics_loop(settings: Any) -> Any:
+    """The `/metrics` of `mape run`: what the tick processes did, read from the knowledge base."""
+    from flows.metrics import MetricsLoop
+    from knowledge.database import create_engine_for
+    from knowledge.migrate import upgrade
+    from mape.execute import actions as builtin_actions  # noqa: F401 - registers the built-in actions
+    from mape.execute.registry import default_registry
+    from mape.plan.loader import load_policies
+
+    upgrade(settings.db_url)
+    default_registry.load_entry_points()
+    known = default_registry.params_models()
+
+    def policies() -> tuple[int, int]:  # read, not recorded: the tick processes record refusals
+        result = load_policies(Path(settings.policies_dir), known_actions=known)
+        return len(result.policies), len({e.source for e in result.errors})
+
+    return MetricsLoop(create_engine_for(settings.db_url), policies, interval=settings.metrics.interval)
 
 
 @app.command()
@@ -157,6 +184,105 @@ def dashboard(config: ConfigOption = None,
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
                                       "--server.address", "127.0.0.1", "--server.port", str(port),
                                       "--server.headless", "true"], env=env))
+
+
+@app.command("drift")
+def drift(
+    reference: Annotated[Path, typer.Option("--reference", help="Reference data: a .csv or .parquet file.")],
+    current: Annotated[Path, typer.Option("--current", help="Current data, with the reference's columns.")],
+    categorical: Annotated[Optional[str], typer.Option(
+        help="Comma-separated columns to test as categories; text, category and bool columns are anyway.")] = None,
+    exclude: Annotated[Optional[str], typer.Option(help="Comma-separated columns not to test.")] = None,
+    alpha: Annotated[float, typer.Option(help="False-discovery rate across columns (Benjamini-Hochberg).")] = 0.05,
+    test: Annotated[str, typer.Option(help="Test of numeric columns: ks (Kolmogorov-Smirnov) or cvm "
+                                           "(Cramér-von Mises).")] = "ks",
+    min_samples: Annotated[int, typer.Option(help="Fewer rows than this in either file: no verdict.")] = 100,
+) -> None:
+    """Test every column of --current against --reference for drift and print the verdict as JSON.
+
+    A column drifted when its shift is significant after the correction across columns and its effect size is at
+    least the default floor (Wasserstein 0.1 reference standard deviations for numeric columns, Jensen-Shannon
+    distance 0.05 for categorical ones). Exit 0 whatever the verdict; 2 for unreadable files or bad options.
+    """
+    import math
+
+    import pandas as pd
+
+    from mape.config import FeaturesConfig
+    from mape.errors import InvalidParameterError
+    from mape.monitor.sensors import DriftSensor
+
+    def names(option: str, value: str | None) -> list[str]:
+        return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+    if test not in ("ks", "cvm"):
+        _fail(f"--test {test!r}: use ks or cvm")
+    try:  # the options, before reading large files
+        DriftSensor(FeaturesConfig(), alpha=alpha, min_samples=min_samples, numeric_test=test)  # type: ignore[arg-type]
+    except InvalidParameterError as exc:
+        _fail(str(exc))
+    frames: list[pd.DataFrame] = []
+    for option, path in (("--reference", reference), ("--current", current)):
+        suffixes = [s.lower() for s in path.suffixes]
+        kind = "Parquet" if suffixes[-1:] in ([".parquet"], [".pq"]) else "CSV" if ".csv" in suffixes else None
+        if kind is None:
+            _fail(f"{option} file {path}: cannot tell its format from its name; use a .csv or .parquet file")
+        if not path.is_file():
+            _fail(f"{option} file {path} does not exist")
+        try:
+            frame = pd.read_parquet(path) if kind == "Parquet" else pd.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - any reader error is the file's problem
+            first_line = (str(exc) or "?").splitlines()[0]
+            _fail(f"cannot read {option} file {path} as {kind}: {type(exc).__name__}: {first_line}")
+        frames.append(frame.rename(columns=str))
+    ref, cur = frames
+    excluded, named_categorical = names("--exclude", exclude), names("--categorical", categorical)
+    for option, listed in (("--exclude", excluded), ("--categorical", named_categorical)):
+        unknown = [name for name in listed if name not in ref.columns and name not in cur.columns]
+        if unknown:
+            _fail(f"{option} names columns in neither file: {', '.join(map(repr, unknown))}")
+    only_ref = [c for c in ref.columns if c not in cur.columns and c not in excluded]
+    only_cur = [c for c in cur.columns if c not in ref.columns and c not in excluded]
+    if only_ref or only_cur:
+        sides = [f"{', '.join(map(repr, cols))} only in {path}"
+                 for cols, path in ((only_ref, reference), (only_cur, current)) if cols]
+        _fail(f"the files have different columns: {'; '.join(sides)} (leave a column out with --exclude)")
+    numeric_columns: list[str] = []
+    categorical_columns: list[str] = []
+    skipped: list[str] = []
+    for column in (c for c in ref.columns if c not in excluded):
+        dtype = ref[column].dtype
+        if column in named_categorical or pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype) \
+                or pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            categorical_columns.append(column)
+        elif pd.api.types.is_numeric_dtype(dtype):
+            if not pd.api.types.is_numeric_dtype(cur[column].dtype):
+                _fail(f"column {column!r} is numeric in {reference} but {cur[column].dtype} in {current}; "
+                      "name it in --categorical to test it as categories")
+            numeric_columns.append(column)
+        else:
+            skipped.append(f"{column!r} ({dtype})")
+    if skipped:
+        typer.echo(f"warning: not tested, neither numeric nor categorical: {', '.join(skipped)} "
+                   "(name them in --categorical to test them as categories)", err=True)
+    sensor = DriftSensor(FeaturesConfig(numeric=numeric_columns, categorical=categorical_columns), alpha=alpha,
+                         min_samples=min_samples, numeric_test=test)  # type: ignore[arg-type]
+    report = sensor.fit(ref).score(cur)
+
+    def number(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    output: dict[str, Any] = {
+        "features": [{"feature": f.feature, "test": f.test, "statistic": number(f.statistic),
+                      "p_value": number(f.p_value), "q_value": number(f.q_value),
+                      "effect_size": number(f.effect_size), "effect_name": f.effect_name,
+                      "significant": f.significant, "drifted": f.drifted} for f in report.features],
+        "drift": report.detected, "share_drifted": number(report.share_drifted),
+        "n_reference": report.n_reference, "n_current": report.n_current,
+    }
+    if report.reason is not None:
+        output["reason"] = report.reason
+    typer.echo(json.dumps(output, indent=2, allow_nan=False))
 
 
 @app.command("config")

@@ -101,8 +101,30 @@ class DriftConfig(_Strict):
     window: timedelta = Field(timedelta(hours=1), description="Length of the current window of the inference log.")
     alpha: float = Field(0.05, gt=0, lt=1, description="False-discovery rate across features (Benjamini-Hochberg).")
     min_samples: int = Field(100, ge=2, description="Fewer rows than this in either window: no drift test is run.")
+    numeric_test: Literal["ks", "cvm"] = Field(
+        "ks", description="Test of numeric features: Kolmogorov-Smirnov, or Cramér-von Mises (more sensitive to "
+                          "changes spread over the whole distribution).")
+    numeric_effect: Literal["wasserstein", "psi", "js"] = Field(
+        "wasserstein", description="Effect size of numeric features: Wasserstein-1 distance in reference standard "
+                                   "deviations, or PSI or Jensen-Shannon distance on 20 reference-quantile bins.")
+    categorical_effect: Literal["js", "psi"] = Field(
+        "js", description="Effect size of categorical features: Jensen-Shannon distance (base 2) or PSI.")
+    effect_floors: dict[Literal["wasserstein", "psi", "js"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"wasserstein": 0.1, "psi": 0.1, "js": 0.05},
+        description="A significant feature drifted only if its effect size is at least this; kinds not given keep "
+                    "their default. Defaults: wasserstein 0.1 (a tenth of a standard deviation), psi 0.1 (the "
+                    "usual 'no significant change' bound, about a 0.3-sigma shift), js 0.05 (about 0.12 sigma). "
+                    "Without a floor, large windows flag negligible shifts (KS flags a 0.02-sigma shift every "
+                    "time at a million rows); 0 turns a floor off.",
+    )
 
     _d = field_validator("window", mode="before")(_duration)
+
+    @field_validator("effect_floors")
+    @classmethod
+    def _floors_over_defaults(cls, value: dict[str, float]) -> dict[str, float]:
+        defaults = cls.model_fields["effect_floors"].get_default(call_default_factory=True)
+        return {**defaults, **value}
 
 
 class PerformanceConfig(_Strict):
@@ -189,6 +211,168 @@ class ServingConfig(_Strict):
     local: LocalServingConfig = Field(default_factory=LocalServingConfig)
 
 
+class GPUSensorConfig(_Strict):
+    """The GPUs that serve or train a model, read every tick by :class:`mape.monitor.sensors.gpu.GPUSensor`."""
+
+    devices: list[Annotated[str, Field(pattern=r"^(?:\d+|(?:GPU|MIG)-\S+)$")]] = Field(
+        default_factory=list,
+        description="NVML indices as nvidia-smi numbers them ('0'; not CUDA's order), GPU UUIDs ('GPU-...') or MIG "
+                    "instance UUIDs ('MIG-...'); empty: every GPU of the machine (whole GPUs, not MIG instances).")
+    retry_unavailable_after: timedelta = Field(
+        timedelta(minutes=10), ge=timedelta(0),
+        description="Without a driver (or when NVML fails to start) the sensor reports itself unavailable and tries "
+                    "again this long after, e.g. 10m.")
+
+    _d = field_validator("retry_unavailable_after", mode="before")(_duration)
+
+
+#: The fields each carbon intensity provider reads (besides ``provider`` and ``horizon``).
+_CARBON_FIELDS_OF: dict[str, tuple[str, ...]] = {
+    "series": ("path", "repeat"),
+    "codecarbon": ("country_iso_code",),
+    "electricitymaps": ("zone", "token_env", "base_url", "timeout", "cache_ttl"),
+    "uk": ("region", "base_url", "timeout", "cache_ttl"),
+}
+
+
+class CarbonConfig(_Strict):
+    """Where the grid's carbon intensity comes from: the ``carbon.*`` signals policies read.
+
+    ``series`` reads a CSV or Parquet trace (a perfect forecast: for demos and
+    backtests); ``codecarbon`` is codecarbon's annual figure for a country (a
+    constant, offline; the fallback); ``electricitymaps`` and ``uk`` ask the
+    Electricity Maps API (a token) or the GB Carbon Intensity API (none).
+    Each provider reads only its own fields; setting another's is an error.
+    """
+
+    provider: Literal["series", "codecarbon", "electricitymaps", "uk"] = Field(
+        "codecarbon", description="series (a trace file), codecarbon (annual per-country constant), "
+                                  "electricitymaps (Electricity Maps API v3) or uk (GB Carbon Intensity API).")
+    path: Path | None = Field(None, description="series: the CSV or Parquet trace (time, gCO2/kWh).")
+    repeat: bool = Field(False, description="series: repeat the trace outside its time span (the shipped one is "
+                                            "52 weeks, so the weekly pattern survives).")
+    country_iso_code: str | None = Field(
+        None, pattern=r"^[A-Za-z]{3}$",
+        description="codecarbon: three-letter country code, e.g. DEU; unset or unknown: the world average.")
+    zone: str | None = Field(None, min_length=1, description="electricitymaps: the zone key, e.g. DE or US-CAL-CISO.")
+    region: int | None = Field(None, ge=1, description="uk: region id (13 is London); unset: Great Britain.")
+    token_env: str = Field(
+        "ELECTRICITYMAPS_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="electricitymaps: the NAME of the environment variable holding the API token (the token "
+                    "itself never goes in the file).")
+    base_url: str | None = Field(None, description="electricitymaps, uk: another address of the API (a proxy, "
+                                                   "a test server); unset: the public one.")
+    timeout: float = Field(5.0, gt=0, le=120, description="electricitymaps, uk: seconds to connect, and again to read.")
+    cache_ttl: timedelta = Field(timedelta(minutes=5), description="electricitymaps, uk: how long an answer (or a "
+                                                                   "failure) is reused; one request per period.")
+    horizon: timedelta = Field(timedelta(hours=12), description="How far ahead carbon.forecast_min and "
+                                                                "carbon.forecast_mean look.")
+
+    _d = field_validator("cache_ttl", "horizon", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _fields_of_provider(self) -> "CarbonConfig":
+        if self.provider == "series" and self.path is None:
+            raise ValueError("provider 'series' needs 'path', the trace file")
+        if self.provider == "electricitymaps" and self.zone is None:
+            raise ValueError("provider 'electricitymaps' needs 'zone', e.g. DE")
+        if self.provider == "electricitymaps" and not os.environ.get(self.token_env):
+            raise ValueError(f"provider 'electricitymaps' reads its token from the environment variable "
+                             f"{self.token_env} ('token_env'), which is not set")
+        own = {"provider", "horizon", *_CARBON_FIELDS_OF[self.provider]}
+        foreign = sorted(name for name in self.model_fields_set - own)
+        if foreign:
+            readers = {name: [p for p, names in _CARBON_FIELDS_OF.items() if name in names] for name in foreign}
+            detail = "; ".join(f"'{name}' is read by {' and '.join(readers[name])}" for name in foreign)
+            raise ValueError(f"provider {self.provider!r} does not read {', '.join(map(repr, foreign))} ({detail})")
+        if self.cache_ttl < timedelta(0):
+            raise ValueError(f"cache_ttl must not be negative, got {self.cache_ttl}")
+        if self.horizon <= timedelta(0):
+            raise ValueError(f"horizon must be longer than 0, got {self.horizon}")
+        return self
+
+
+#: The context roots a sensor's metric may fall under (``<root>.<key>``): the measured roots that
+#: :data:`mape.plan.fields.CONTEXT_FIELDS` declares (config must not import the plan stage; a test checks they agree).
+METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving")
+
+
+class PrometheusConfig(_Strict):
+    """Metrics read from a Prometheus server every tick (:class:`mape.monitor.sensors.prometheus.PrometheusSensor`).
+
+    Each entry of ``queries`` maps a metric name (``<root>.<key>``, e.g.
+    ``serving.latency_p95_ms``) to a PromQL instant query; ``{model}`` in a
+    query is replaced by the model's name, escaped for a double-quoted label
+    value, e.g. ``sum(rate(mape_model_server_requests_total{model="{model}"}[5m]))``.
+    A query must give one number: a scalar, or a vector of exactly one
+    series (aggregate with ``sum``/``max``).
+    """
+
+    url: str = Field(pattern=r"^https?://\S+$",
+                     description="Base URL of the Prometheus server, e.g. http://127.0.0.1:9090 (its HTTP API "
+                                 "lives under /api/v1).")
+    queries: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        min_length=1,
+        description="Metric name (<root>.<key>, root one of drift, performance, fairness, gpu, carbon, serving) to "
+                    "a PromQL instant query; {model} stands for the model's name.")
+    timeout: timedelta = Field(timedelta(seconds=5), description="Per query: to connect, and again to read, e.g. 5s.")
+
+    _d = field_validator("timeout", mode="before")(_duration)
+
+    @field_validator("queries")
+    @classmethod
+    def _metric_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            root, dot, key = name.partition(".")
+            if not (dot and root and key.isidentifier() and key.isascii() and key == key.lower()):
+                raise ValueError(f"metric name {name!r} must be <root>.<key>, the key a lower-case identifier, "
+                                 f"e.g. serving.latency_p95_ms")
+            if root not in METRIC_ROOTS:
+                raise ValueError(f"metric name {name!r} has an unknown root {root!r}; known: {', '.join(METRIC_ROOTS)}")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(minutes=2):
+            raise ValueError(f"timeout must be longer than 0 and at most 2m, got {value}")
+        return value
+
+
+class FairnessConfig(_Strict):
+    """Which columns are protected attributes, and how :class:`mape.monitor.sensors.fairness.FairnessSensor` compares
+    their groups on a model's labelled window (the ``fairness.*`` signals policies read)."""
+
+    sensitive: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        min_length=1, description="Columns of the labelled window holding the protected attributes, e.g. [sex, age_band].")
+    min_group_size: int = Field(50, ge=1, description="Groups with fewer labelled rows are reported as too small and "
+                                                      "take no part in the gaps.")
+    intersections: bool = Field(True, description="With two or more sensitive columns, also compare the groups of "
+                                                  "their intersection (e.g. sex & age_band).")
+    n_bootstrap: int = Field(200, ge=0, description="Bootstrap resamples for the confidence intervals of the gaps; "
+                                                    "0: no intervals.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the confidence intervals.")
+    window: timedelta = Field(timedelta(days=1), description="Predictions made in this window and labelled so far "
+                                                             "are compared, e.g. 1d.")
+
+    _d = field_validator("window", mode="before")(_duration)
+
+    @field_validator("sensitive")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"sensitive columns must be distinct; repeated: {', '.join(repeated)}")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"window must be longer than 0, got {value}")
+        return value
+
+
 class ModelConfig(_Strict):
     """One managed model: where its data is, how to train it, how to judge it."""
 
@@ -200,6 +384,9 @@ class ModelConfig(_Strict):
     features: FeaturesConfig
     inference: SourceConfig = Field(description="The inference log: features, prediction, and optionally the model version.")
     prediction_column: str = "prediction"
+    score_column: str | None = Field(
+        None, description="Column of the inference log with the predicted probability of class 1 (binary "
+                          "classifiers): enables ROC AUC, log loss and the label-free accuracy estimate.")
     version_column: str | None = Field(
         "model_version", description="Column naming the version that served each row; null if the log has none."
     )
@@ -211,6 +398,12 @@ class ModelConfig(_Strict):
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig | None = Field(
         None, description="How the model is served; needed by the rescale action (none: it cannot be rescaled).")
+    fairness: FairnessConfig | None = Field(
+        None, description="Protected attributes to compare groups on (fairness.* in policies); none: no fairness "
+                          "sensor. The columns must be in the inference log.")
+    gpu: GPUSensorConfig | None = Field(
+        None, description="The GPUs serving or training the model, read every tick (gpu.* in policies); none: no GPU "
+                          "sensor for it.")
 
 
 # --------------------------------------------------------------------------- analyze rules
@@ -403,6 +596,17 @@ class NotificationSettings(_Strict):
     _d = field_validator("retry_delay", "max_retry_delay", "budget", mode="before")(_duration)
 
 
+class MetricsSettings(_Strict):
+    """The controller's own ``/metrics`` (``mape run``): ticks, decisions, actions by state, signal freshness."""
+
+    enabled: bool = Field(True, description="Serve /metrics while `mape run` runs.")
+    host: str = Field("127.0.0.1", description="Address to listen on; loopback unless Prometheus scrapes from afar.")
+    port: int = Field(9464, ge=0, le=65535, description="Port of /metrics (0: any free port).")
+    interval: timedelta = Field(timedelta(seconds=15), description="How often the knowledge base is read for them.")
+
+    _d = field_validator("interval", mode="before")(_duration)
+
+
 class Settings(BaseSettings):
     """Everything the engine needs, with a default for each field."""
 
@@ -427,6 +631,16 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     plan: PlanSettings = PlanSettings()
     notifications: NotificationSettings = NotificationSettings()
+    carbon: CarbonConfig | None = Field(
+        None, description="The grid's carbon intensity (carbon.* in policies, and the emissions of actions); "
+                          "none: no carbon sensor.")
+    prometheus: PrometheusConfig | None = Field(
+        None, description="PromQL queries run against a Prometheus server for every model each tick (serving "
+                          "latency, error rate, ...); none: no Prometheus sensor.")
+    metrics: MetricsSettings = MetricsSettings()
+    energy_metering: bool = Field(
+        True, description="Measure the energy of every action with codecarbon (offline, process mode) and record "
+                          "it, and its emissions at the grid's intensity, on the action run.")
     config_file: Path | None = Field(None, description="The file these settings were read from (set by the loader).")
 
     _d = field_validator("tick_interval", mode="before")(_duration)
@@ -478,6 +692,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
         rest = url[len("sqlite:///"):]
         if rest and rest != ":memory:":
             data["db_url"] = f"sqlite:///{base / rest}"
+    carbon = data.get("carbon")
+    if isinstance(carbon, dict) and isinstance(carbon.get("path"), str) and not Path(carbon["path"]).is_absolute():
+        data["carbon"] = {**carbon, "path": str(base / carbon["path"])}
     prefect = data.get("prefect")
     if isinstance(prefect, dict) and isinstance(prefect.get("home"), str) and not Path(prefect["home"]).is_absolute():
         data["prefect"] = {**prefect, "home": str(base / prefect["home"])}

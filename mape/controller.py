@@ -129,11 +129,13 @@ class Controller:
         if migrate:
             upgrade(settings.db_url)
         self.engine = engine or create_engine_for(settings.db_url)
-        self.monitor = Monitor(settings.models, serving_dir=Path(settings.serving_dir))
+        self.monitor = Monitor(settings.models, serving_dir=Path(settings.serving_dir), carbon=settings.carbon,
+                               prometheus=settings.prometheus)
         self.analyzer = Analyzer(settings.symptoms)
         self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
                                  artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id,
-                                 notifications=settings.notifications, serving_dir=Path(settings.serving_dir))
+                                 notifications=settings.notifications, serving_dir=Path(settings.serving_dir),
+                                 energy_metering=settings.energy_metering)
         self._policies_by_source: dict[str, LoadedPolicy] = {}
         self._policy_signature: tuple[Any, ...] | None = None
         self.policy_errors: list[str] = []

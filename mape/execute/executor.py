@@ -36,6 +36,7 @@ from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState, Decision, ManagedModel
 from mape._util.timeutil import ensure_utc
 from mape.config import ModelConfig, NotificationSettings
+from mape.data.energy import measure_energy
 from mape.data.sources import TableSource, open_source
 from mape.errors import PermanentActionError, TransientActionError
 from mape.execute.context import ActionContext
@@ -65,6 +66,10 @@ class Executor:
         Root directory for artifacts.
     serving_dir : Path, optional
         State of the local serving target (default ``serving`` beside the working directory).
+    energy_metering : bool, default False
+        Measure each successful action's energy with codecarbon (offline) and
+        record it on the run, with its emissions at the grid intensity the
+        model's newest ``carbon.intensity`` observation gives (none: no emissions).
     actor : str
         Name written into audit events.
     notifications : NotificationSettings, optional
@@ -74,8 +79,10 @@ class Executor:
     def __init__(self, engine: Engine, registry: ActionRegistry, *, models: dict[str, ModelConfig],
                  artifacts_dir: Path, actor: str = "controller",
                  source_factory: Callable[..., TableSource] = open_source,
-                 notifications: NotificationSettings | None = None, serving_dir: Path = Path("serving")) -> None:
+                 notifications: NotificationSettings | None = None, serving_dir: Path = Path("serving"),
+                 energy_metering: bool = False) -> None:
         self.engine = engine
+        self.energy_metering = energy_metering
         self.serving_dir = serving_dir
         self.registry = registry
         self.models = models
@@ -181,7 +188,13 @@ class Executor:
                                     artifacts_dir=self.artifacts_dir, actor=self.actor,
                                     source_factory=self.source_factory, notifications=self.notifications,
                                     serving_dir=self.serving_dir)
-                result = spec.fn(ctx, params)
+                if self.energy_metering:
+                    with measure_energy() as energy:
+                        result = spec.fn(ctx, params)
+                    run.energy_kwh = energy.kwh
+                    run.emissions_kg = energy.emissions_kg(_intensity(session, run.model_id, at))
+                else:
+                    result = spec.fn(ctx, params)
                 transition(run, S.succeeded.value, at=at, message="")
                 run.result = _jsonable(result or {})
                 session.add(run)
@@ -220,3 +233,10 @@ def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=str))
+
+
+def _intensity(session: Session, model_id: int, at: datetime) -> list[tuple[datetime, float]]:
+    """The grid intensity in force for the model at ``at``: its newest ``carbon.intensity`` observation, if any."""
+    latest = queries.latest_summary_metrics_fleet(session, [model_id], until=at, prefixes=("carbon.",))
+    row = latest.get(model_id, {}).get("carbon.intensity")
+    return [] if row is None or row.value is None else [(ensure_utc(row.time), float(row.value))]

@@ -18,11 +18,32 @@ policies depend on these names:
   and at least the effect floor); with the label ``"effect": "wasserstein" |
   "psi" | "js"`` added, ``drift.feature.effect_size``;
 - sensor ``performance``, labels ``{}``: ``performance.accuracy``,
-  ``performance.f1``, ``performance.accuracy_drop`` (``None`` without a
-  baseline accuracy on the production version), ``performance.n_labelled``;
+  ``performance.precision``, ``performance.recall``, ``performance.f1``,
+  ``performance.accuracy_drop`` (``None`` without a baseline accuracy on the
+  production version), ``performance.n_labelled``; with a ``score_column``
+  also ``performance.roc_auc``, ``performance.log_loss`` and the label-free
+  estimate ``performance.estimated_accuracy``,
+  ``performance.estimated_accuracy_drop`` over ``performance.n_estimated``
+  predictions (labelled or not);
   for regression ``performance.mae``, ``performance.rmse``,
   ``performance.n_labelled``; below ``performance.min_samples`` labelled rows
   every value but ``performance.n_labelled`` is ``None``;
+- sensor ``fairness``, for models with a ``fairness`` section: the summary
+  ``fairness.<field>`` (labels ``{}``: the worst gap over the protected
+  attributes, with bootstrap bounds) on the labelled predictions of the
+  production version in ``fairness.window``, per attribute
+  ``fairness.gap.*`` and per group ``fairness.group.*``;
+- sensor ``gpu``, for models with a ``gpu`` section: the summary ``gpu.<field>``
+  (labels ``{}``: utilization, memory, power, energy, temperature, devices;
+  unknown values are not written) and per device ``gpu.device.<field>``
+  (labels ``{"device": ...}``); one NVML session serves the fleet;
+- sensor ``carbon``, labels ``{}``, for every model when ``carbon`` is set:
+  ``carbon.intensity``, ``carbon.forecast_min``, ``carbon.forecast_min_in_seconds``,
+  ``carbon.forecast_mean`` (the grid is the fleet's: read once per tick);
+- sensor ``prometheus``, labels ``{}``, when ``prometheus`` is set: each
+  configured query's metric (e.g. ``serving.latency_p95_ms``) for each model,
+  ``{model}`` in the PromQL replaced by its name; a failing query is a stage
+  error of that model, its metric absent;
 - sensor ``serving``, labels ``{}``, for models with a ``serving`` section:
   ``serving.replicas`` (asked for) and ``serving.ready_replicas`` (answering
   their health check), read from the model's serving target.
@@ -50,10 +71,14 @@ from knowledge.queries import add_observations
 from knowledge.registry import production_version
 from knowledge.tables import ModelVersion, Observation
 from mape._util.timeutil import ensure_utc
-from mape.config import FileSourceConfig, ModelConfig, SqlSourceConfig
+from mape.config import CarbonConfig, FileSourceConfig, ModelConfig, PrometheusConfig, SqlSourceConfig
 from mape.data import TableSource, labelled_window, open_source
 from mape.errors import MapeError
 from mape.monitor.sensors import DriftReport, DriftSensor, PerformanceReport, PerformanceSensor
+from mape.monitor.carbon import carbon_observations, sensor_from_config
+from mape.monitor.sensors.fairness import FairnessReport, FairnessSensor, fairness_observations
+from mape.monitor.sensors.gpu import GPUSensor, gpu_observations
+from mape.monitor.sensors.prometheus import PrometheusSensor, prometheus_observations
 from mape.monitor.sensors.serving import serving_observations
 from mape.serving.factory import target_for
 from mape.serving.target import ServingHealth
@@ -175,10 +200,17 @@ class Monitor:
     """
 
     def __init__(self, models: Sequence[ModelConfig], *, source_factory: SourceFactory = open_source,
-                 serving_dir: Path | None = None) -> None:
+                 serving_dir: Path | None = None, carbon: CarbonConfig | None = None,
+                 prometheus: PrometheusConfig | None = None) -> None:
         self.models = tuple(models)
         self.source_factory = source_factory
         self.serving_dir = serving_dir
+        gpu = [m.gpu for m in self.models if m.gpu is not None]
+        # one NVML session for the fleet: a machine without a driver says so once, not once per model
+        self._gpu = GPUSensor(retry_unavailable_after=min(g.retry_unavailable_after for g in gpu)) if gpu else None
+        # the grid's intensity is the fleet's: read once a tick, written for every model (policies read it per model)
+        self._carbon = sensor_from_config(carbon) if carbon is not None else None
+        self._prometheus = PrometheusSensor.from_config(prometheus) if prometheus is not None else None
         self._sources: dict[tuple[str, str], TableSource] = {}
         self._drift_sensors: dict[str, tuple[int, DriftSensor]] = {}
 
@@ -188,6 +220,7 @@ class Monitor:
         summaries: list[ModelSummary] = []
         errors: list[StageError] = []
         rows: list[Observation] = []
+        carbon = self._guarded(errors, "*", "carbon", partial(self._carbon.measure, at)) if self._carbon else None
         for cfg in self.models:
             model_id = model_ids.get(cfg.name)
             production = None if model_id is None else production_version(session, model_id)
@@ -203,6 +236,23 @@ class Monitor:
                 rows += drift_observations(model_id, at, drift)
             if performance is not None:
                 rows += performance_observations(model_id, at, performance)
+            if carbon is not None:
+                rows += carbon_observations(model_id, at, carbon)
+            if cfg.fairness is not None:
+                fairness = self._guarded(errors, cfg.name, "fairness",
+                                         partial(self._measure_fairness, cfg, production, at))
+                if fairness is not None:
+                    rows += fairness_observations(model_id, at, fairness)
+            if self._prometheus is not None:
+                queried = self._guarded(errors, cfg.name, "prometheus", partial(self._prometheus.read, cfg.name, at))
+                if queried is not None:
+                    rows += prometheus_observations(model_id, at, queried)
+                    for problem in queried.errors:
+                        errors.append(StageError(cfg.name, "prometheus", str(problem)))
+            if cfg.gpu is not None and self._gpu is not None:
+                gpu = self._guarded(errors, cfg.name, "gpu", partial(self._gpu.read, cfg.gpu.devices))
+                if gpu is not None:
+                    rows += gpu_observations(model_id, at, gpu)
             if cfg.serving is not None and self.serving_dir is not None:
                 health = self._guarded(errors, cfg.name, "serving", partial(self._measure_serving, cfg))
                 if health is not None:
@@ -232,6 +282,19 @@ class Monitor:
             self._drift_sensors[cfg.name] = (production.id, sensor)
         return sensor
 
+    def _measure_fairness(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> FairnessReport:
+        assert cfg.fairness is not None
+        window = labelled_window(
+            self._source(cfg, "inference"), self._source(cfg, "labels"),
+            start=at - cfg.fairness.window, end=at, as_of=at,
+            prediction_column=cfg.prediction_column, label_column=cfg.label_column,
+            feature_columns=cfg.fairness.sensitive, version_column=cfg.version_column,
+        )
+        sensor = FairnessSensor.from_config(cfg.fairness, label_column=cfg.label_column,
+                                            prediction_column=cfg.prediction_column,
+                                            version_column=cfg.version_column)
+        return sensor.score(window, version=production.version)
+
     def _measure_serving(self, cfg: ModelConfig) -> ServingHealth:
         assert self.serving_dir is not None
         target = target_for(cfg, self.serving_dir)
@@ -239,17 +302,23 @@ class Monitor:
         return target.health()
 
     def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> PerformanceReport:
+        scores = [cfg.score_column] if cfg.score_column else []
+        start = at - cfg.performance.window
         window = labelled_window(
             self._source(cfg, "inference"), self._source(cfg, "labels"),
-            start=at - cfg.performance.window, end=at, as_of=at,
+            start=start, end=at, as_of=at,
             prediction_column=cfg.prediction_column, label_column=cfg.label_column,
-            version_column=cfg.version_column,
+            feature_columns=scores, version_column=cfg.version_column,
         )
+        predictions = None
+        if scores:  # the label-free estimate covers every prediction of the window, labelled or not
+            columns = [*scores, *([cfg.version_column] if cfg.version_column else [])]
+            predictions = self._source(cfg, "inference").read(start, at, columns=columns)
         baseline = production.metrics.get("accuracy") if cfg.task == "classification" else None
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
             baseline = None
         return PerformanceSensor.from_config(cfg).score(window, version=production.version,
-                                                        baseline_accuracy=baseline)
+                                                        baseline_accuracy=baseline, predictions=predictions)
 
     def _source(self, cfg: ModelConfig, role: str) -> TableSource:
         key = (cfg.name, role)
@@ -290,6 +359,7 @@ def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list
         "drift.n_features": report.n_features,
         "drift.min_q_value": report.min_q_value,
         "drift.detected": report.detected,
+        "drift.max_effect_size": report.max_effect_size,
         "drift.n_reference": report.n_reference,
         "drift.n_current": report.n_current,
     }
@@ -311,8 +381,15 @@ def performance_observations(model_id: int, at: datetime, report: PerformanceRep
     if report.task == "regression":
         values = {"performance.mae": report.mae, "performance.rmse": report.rmse}
     else:
-        values = {"performance.accuracy": report.accuracy, "performance.f1": report.f1,
+        values = {"performance.accuracy": report.accuracy, "performance.precision": report.precision,
+                  "performance.recall": report.recall, "performance.f1": report.f1,
                   "performance.accuracy_drop": report.accuracy_drop}
+        if report.roc_auc is not None or report.log_loss is not None:
+            values.update({"performance.roc_auc": report.roc_auc, "performance.log_loss": report.log_loss})
+        if report.n_estimated:
+            values.update({"performance.estimated_accuracy": report.estimated_accuracy,
+                           "performance.estimated_accuracy_drop": report.estimated_accuracy_drop,
+                           "performance.n_estimated": report.n_estimated})
     values["performance.n_labelled"] = report.n_labelled
     return [Observation(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
                         labels={}) for metric, value in values.items()]

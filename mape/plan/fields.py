@@ -21,7 +21,7 @@ every summary metric the Monitor writes is declared.
 >>> check_paths("drift.shar_drifted > 0.3")
 Traceback (most recent call last):
 ...
-mape.plan.fields.FieldPathError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
+mape.plan.fields.FieldPathError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, max_effect_size, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
 """
 
 from __future__ import annotations
@@ -53,13 +53,18 @@ class RootFields:
 
 CONTEXT_FIELDS: Mapping[str, RootFields] = {
     "drift": RootFields(frozenset({"share_drifted", "n_drifted", "n_features", "min_q_value", "detected",
-                                   "n_reference", "n_current"})),
-    "performance": RootFields(frozenset({"accuracy", "f1", "accuracy_drop", "n_labelled", "mae", "rmse"})),
+                                   "max_effect_size", "n_reference", "n_current"})),
+    "performance": RootFields(frozenset({"accuracy", "precision", "recall", "f1", "accuracy_drop", "n_labelled",
+                                         "roc_auc", "log_loss", "estimated_accuracy", "estimated_accuracy_drop",
+                                         "n_estimated", "mae", "rmse"})),
     "fairness": RootFields(frozenset({"demographic_parity_difference", "demographic_parity_ratio",
                                       "equalized_odds_difference", "equal_opportunity_difference",
-                                      "accuracy_difference", "n_groups", "smallest_group"})),
+                                      "accuracy_difference", "n_groups", "smallest_group",
+                                      "demographic_parity_difference_upper", "demographic_parity_ratio_lower",
+                                      "equalized_odds_difference_upper", "equal_opportunity_difference_upper",
+                                      "accuracy_difference_upper"})),
     "gpu": RootFields(frozenset({"utilization", "memory_used_fraction", "memory_used_bytes", "memory_total_bytes",
-                                 "power_watts", "temperature_c", "devices"})),
+                                 "power_watts", "temperature_c", "devices", "energy_joules"})),
     "carbon": RootFields(frozenset({"intensity", "forecast_min", "forecast_min_in_seconds", "forecast_mean"})),
     "serving": RootFields(frozenset({"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "requests_per_second",
                                      "error_rate", "replicas", "ready_replicas"})),

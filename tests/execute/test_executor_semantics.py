@@ -159,3 +159,23 @@ def test_state_machine_forbids_leaving_a_terminal_state():
     assert not allowed("succeeded", "running")
     assert not allowed("failed", "pending")
     assert not allowed("cancelled", "running")
+
+
+def test_with_energy_metering_a_run_records_its_energy_and_emissions_at_the_models_grid_intensity(
+        engine, actions, clock, tmp_path: Path):
+    from knowledge import queries as kb
+    from knowledge.tables import Observation
+
+    with session_scope(engine) as session:
+        model_id = registry.upsert_model(session, name="m").id
+        kb.add_observations(session, [Observation(time=clock() - timedelta(minutes=5), model_id=model_id,
+                                                  sensor="carbon", metric="carbon.intensity", value=400.0)])
+    executor = Executor(engine, actions, models={"m": _model_config()}, artifacts_dir=tmp_path, energy_metering=True)
+    _decide(engine, model_id, clock)
+    with session_scope(engine) as session:
+        executor.dispatch(session, clock())
+        [run_id] = executor.runnable(session, clock())
+    run = executor.run(run_id, clock())
+    assert run is not None and run.state == "succeeded"
+    assert run.energy_kwh is not None and run.energy_kwh >= 0
+    assert run.emissions_kg == pytest.approx(run.energy_kwh * 400.0 / 1000.0, rel=1e-9, abs=1e-15)

@@ -126,11 +126,16 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     got = {(o.sensor, o.metric, tuple(sorted(o.labels.items()))): o.value for o in rows}
     features = [("x1", "ks"), ("x2", "ks"), ("c1", "chi2")]
     expected_keys = {("drift", f"drift.{m}", ()) for m in (
-        "share_drifted", "n_drifted", "n_features", "min_q_value", "detected", "n_reference", "n_current")}
+        "share_drifted", "n_drifted", "n_features", "min_q_value", "detected", "max_effect_size", "n_reference",
+        "n_current")}
     expected_keys |= {("drift", f"drift.feature.{m}", (("feature", f), ("test", t)))
                       for f, t in features for m in ("statistic", "p_value", "q_value", "drifted")}
-    expected_keys |= {("performance", f"performance.{m}", ()) for m in ("accuracy", "f1", "accuracy_drop", "n_labelled")}
-    assert len(rows) == len(got) == len(expected_keys) == 23
+    effects = {"x1": "wasserstein", "x2": "wasserstein", "c1": "js"}
+    expected_keys |= {("drift", "drift.feature.effect_size", (("effect", effects[f]), ("feature", f), ("test", t)))
+                      for f, t in features}
+    expected_keys |= {("performance", f"performance.{m}", ())
+                      for m in ("accuracy", "precision", "recall", "f1", "accuracy_drop", "n_labelled")}
+    assert len(rows) == len(got) == len(expected_keys) == 29
     assert set(got) == expected_keys
     assert all(o.time == at for o in rows)
 
@@ -139,6 +144,10 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     assert got[("drift", "drift.n_current", ())] == 180
     assert got[("drift", "drift.detected", ())] == 1.0
     assert got[("drift", "drift.feature.drifted", (("feature", "x1"), ("test", "ks")))] == 1.0
+    # one sigma moved: the Wasserstein effect size is about 1 reference standard deviation, far above the 0.1 floor
+    x1_effect = got[("drift", "drift.feature.effect_size", (("effect", "wasserstein"), ("feature", "x1"), ("test", "ks")))]
+    assert 0.7 < x1_effect < 1.3
+    assert report.model("churn").drift.max_effect_size == pytest.approx(x1_effect)
     assert got[("drift", "drift.n_features", ())] == 3
     assert got[("drift", "drift.share_drifted", ())] == got[("drift", "drift.n_drifted", ())] / 3
 
@@ -152,7 +161,7 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     summary = report.model("churn")
     assert summary.version == 1 and summary.detected is True and summary.n_labelled == 271
     assert summary.accuracy == pytest.approx(accuracy)
-    assert report.errors == () and report.n_observations == 23
+    assert report.errors == () and report.n_observations == 29
     assert "model churn (version 1)" in str(report)
     as_dict = json.loads(json.dumps(report.as_dict()))
     assert as_dict["models"]["churn"]["detected"] is True
@@ -189,8 +198,8 @@ def test_the_reference_is_read_once_per_production_version(engine, world):
     assert third.model("churn").performance.n_labelled == 0
     with session_scope(engine) as session:
         perf = {o.metric: o.value for o in rows_at(session, ticks[2], model_id) if o.sensor == "performance"}
-    assert perf == {"performance.accuracy": None, "performance.f1": None, "performance.accuracy_drop": None,
-                    "performance.n_labelled": 0.0}
+    assert perf == {"performance.accuracy": None, "performance.precision": None, "performance.recall": None,
+                    "performance.f1": None, "performance.accuracy_drop": None, "performance.n_labelled": 0.0}
 
 
 def test_a_reference_too_small_to_test_is_read_again_next_tick(engine, world):
@@ -229,7 +238,7 @@ def test_a_broken_source_or_missing_production_version_does_not_stop_the_others(
     with session_scope(engine) as session:
         assert rows_at(session, at, ids["broken"]) == []
         assert rows_at(session, at, ids["unpromoted"]) == []
-        assert len(rows_at(session, at, ids["churn"])) == 23
+        assert len(rows_at(session, at, ids["churn"])) == 29
     assert report.model("churn").detected is True
     assert report.as_dict()["errors"][0].startswith("Drift sensor for model broken failed: ")
 
@@ -245,9 +254,9 @@ def test_windows_without_enough_rows_write_no_data_values(engine, world):
 
     assert got == {
         "drift.share_drifted": None, "drift.n_drifted": None, "drift.n_features": None, "drift.min_q_value": None,
-        "drift.detected": None, "drift.n_reference": 1080.0, "drift.n_current": 0.0,
-        "performance.accuracy": None, "performance.f1": None, "performance.accuracy_drop": None,
-        "performance.n_labelled": 0.0,
+        "drift.detected": None, "drift.max_effect_size": None, "drift.n_reference": 1080.0, "drift.n_current": 0.0,
+        "performance.accuracy": None, "performance.precision": None, "performance.recall": None,
+        "performance.f1": None, "performance.accuracy_drop": None, "performance.n_labelled": 0.0,
     }
     assert report.model("churn").drift.reason.startswith("insufficient data")
 

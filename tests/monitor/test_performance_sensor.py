@@ -79,3 +79,59 @@ def test_only_rows_served_by_the_production_version_are_scored():
 def test_bad_task_is_refused():
     with pytest.raises(InvalidParameterError, match="The 'task' parameter of PerformanceSensor must be a str among"):
         PerformanceSensor(task="ranking", prediction_column="p", label_column="l")
+
+
+def test_precision_recall_auc_and_log_loss_match_sklearn_with_a_score_column():
+    from sklearn.metrics import log_loss, precision_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, 2, size=800)
+    score = np.clip(0.5 + (label - 0.5) * 0.6 + rng.normal(0, 0.25, size=800), 0, 1)
+    window = pd.DataFrame({"prediction": (score > 0.5).astype(int), "label": label, "p": score})
+
+    report = PerformanceSensor(task="classification", prediction_column="prediction", label_column="label",
+                               min_samples=10, score_column="p").score(window)
+
+    assert report.precision == pytest.approx(precision_score(label, window["prediction"]))
+    assert report.recall == pytest.approx(recall_score(label, window["prediction"]))
+    assert report.roc_auc == pytest.approx(roc_auc_score(label, score))
+    assert report.log_loss == pytest.approx(log_loss(label, np.clip(score, 1e-15, 1 - 1e-15)))
+
+
+def test_the_label_free_estimate_tracks_the_true_accuracy_of_a_calibrated_model_before_labels_arrive():
+    rng = np.random.default_rng(5)
+    n = 20_000
+    p = rng.beta(2, 2, size=n)  # calibrated by construction: the label is drawn with probability p
+    label = (rng.uniform(size=n) < p).astype(int)
+    log = pd.DataFrame({"prediction": (p > 0.5).astype(int), "p": p})
+    labelled = log.assign(label=label).head(50)  # only 50 labels have arrived: below min_samples
+
+    report = PerformanceSensor(task="classification", prediction_column="prediction", label_column="label",
+                               min_samples=100, score_column="p").score(labelled, predictions=log,
+                                                                         baseline_accuracy=0.8)
+
+    assert report.accuracy is None and report.reason is not None and report.n_labelled == 50
+    true_accuracy = float(np.mean(log["prediction"] == label))
+    assert report.n_estimated == n
+    assert report.estimated_accuracy == pytest.approx(true_accuracy, abs=0.01)
+    assert report.estimated_accuracy_drop == pytest.approx(0.8 - report.estimated_accuracy)
+    assert "estimated accuracy" in str(report)
+
+
+def test_an_overconfident_model_overestimates_which_is_why_the_estimate_has_its_own_name():
+    rng = np.random.default_rng(6)
+    p = rng.beta(2, 2, size=10_000)
+    label = (rng.uniform(size=10_000) < p).astype(int)
+    overconfident = np.where(p > 0.5, 0.99, 0.01)  # same decisions, probabilities pushed to the extremes
+    log = pd.DataFrame({"prediction": (p > 0.5).astype(int), "p": overconfident, "label": label})
+
+    report = PerformanceSensor(task="classification", prediction_column="prediction", label_column="label",
+                               min_samples=100, score_column="p").score(log)
+
+    assert report.estimated_accuracy > report.accuracy + 0.2  # the estimate is only as good as the calibration
+
+
+def test_no_score_column_means_no_estimate_and_no_auc():
+    window = pd.DataFrame({"prediction": [1, 0] * 60, "label": [1, 1] * 60})
+    report = sensor().score(window)
+    assert (report.roc_auc, report.log_loss, report.estimated_accuracy, report.n_estimated) == (None, None, None, 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class DetectorResult:
     Attributes
     ----------
     test : str
-        Short name of the test (``"ks"``, ``"chi2"``).
+        Short name of the test (``"ks"``, ``"cvm"``, ``"chi2"``).
     statistic : float
         The test statistic; NaN when either sample is empty.
     p_value : float
@@ -48,9 +49,18 @@ class DetectorResult:
         Sample sizes after dropping missing values.
     drift_detected : bool
         ``p_value < alpha`` of the detector: the verdict of a single test. A
-        sensor testing several features corrects across them instead.
+        sensor testing several features corrects across them instead, and
+        also holds the effect size against a floor.
     n_missing_reference, n_missing_current : int
         Missing values (NaN, None) dropped from each sample.
+    effect_size : float
+        How far the current sample moved from the reference, on a scale that
+        does not grow with the sample size (see
+        :mod:`mape.monitor.detectors.effect_size`); NaN when either sample is
+        empty or the detector reports none.
+    effect_name : str
+        Which effect size: ``"wasserstein"``, ``"psi"`` or ``"js"``; empty
+        when the detector reports none.
     """
 
     test: str
@@ -61,6 +71,11 @@ class DetectorResult:
     drift_detected: bool
     n_missing_reference: int = 0
     n_missing_current: int = 0
+    effect_size: float = math.nan
+    effect_name: str = ""
+
+
+_PARAM_DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
 class Detector(ABC):
@@ -87,8 +102,12 @@ class Detector(ABC):
 
     @classmethod
     def _param_defaults(cls) -> dict[str, Any]:
-        signature = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        defaults = _PARAM_DEFAULTS.get(cls)
+        if defaults is None:  # read once per class: a sensor builds a detector per feature on every fit
+            signature = inspect.signature(cls.__init__)
+            defaults = {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+            _PARAM_DEFAULTS[cls] = defaults
+        return dict(defaults)
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, by name."""
@@ -150,8 +169,11 @@ def numeric_sample(values: npt.ArrayLike | pd.Series) -> tuple[np.ndarray, int]:
         if array.dtype.kind not in "biuf":
             array = pd.to_numeric(pd.Series(array)).to_numpy(dtype=float, na_value=np.nan)
         array = array.astype(float, copy=False)
-    present = ~np.isnan(array)
-    return array[present], int(array.size - present.sum())
+    missing = np.isnan(array)
+    n_missing = int(np.count_nonzero(missing))
+    if n_missing == 0:  # the common case: no copy (callers sort into a new array anyway)
+        return array, 0
+    return array[~missing], n_missing
 
 
 def category_counts(values: npt.ArrayLike | pd.Series) -> tuple[Mapping[Any, int], int]:

@@ -12,7 +12,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-from mape.monitor.detectors._params import Boolean, Constraint, Interval
+from mape.monitor.detectors import effect_size
+from mape.monitor.detectors._params import Boolean, Constraint, Interval, Options
 from mape.monitor.detectors.base import Detector, DetectorResult, category_counts
 
 
@@ -32,6 +33,11 @@ class ChiSquareDetector(Detector):
     correction : bool, default False
         Apply Yates' continuity correction when there are exactly two
         categories (see :func:`scipy.stats.chi2_contingency`).
+    effect : {"js", "psi"}, default "js"
+        The effect size of :attr:`DetectorResult.effect_size`: the
+        Jensen-Shannon distance or PSI between the category proportions, one
+        bin per reference category and one for all categories the reference
+        never saw (see :mod:`mape.monitor.detectors.effect_size`).
 
     Attributes
     ----------
@@ -62,6 +68,8 @@ class ChiSquareDetector(Detector):
     >>> shifted = detector.score(rng.choice([*colours, "purple"], size=400, p=[0.3, 0.3, 0.2, 0.2]))
     >>> shifted.drift_detected, f"{shifted.statistic:.1f}", f"{shifted.p_value:.1e}"
     (True, '228.8', '2.5e-49')
+    >>> shifted.effect_name, f"{shifted.effect_size:.3f}"
+    ('js', '0.342')
     """
 
     test_name: ClassVar[str] = "chi2"
@@ -69,11 +77,14 @@ class ChiSquareDetector(Detector):
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "alpha": Interval(float, 0, 1, closed="neither"),
         "correction": Boolean(),
+        "effect": Options(("js", "psi")),
     }
 
-    def __init__(self, *, alpha: float = 0.05, correction: bool = False) -> None:
+    def __init__(self, *, alpha: float = 0.05, correction: bool = False,
+                 effect: Literal["js", "psi"] = "js") -> None:
         self.alpha = alpha
         self.correction = correction
+        self.effect = effect
         self._reset()
 
     def _fit(self, reference: npt.ArrayLike | pd.Series) -> None:
@@ -86,15 +97,18 @@ class ChiSquareDetector(Detector):
         counts, missing = category_counts(current)
         n, m = self.n_reference_, int(sum(counts.values()))
         if n == 0 or m == 0:
-            statistic = p_value = float("nan")
+            statistic = p_value = effect = float("nan")
         else:
             categories = [*self.reference_counts_, *(c for c in counts if c not in self.reference_counts_)]
             table = np.array([[self.reference_counts_.get(c, 0) for c in categories],
                               [counts.get(c, 0) for c in categories]])
             result = stats.chi2_contingency(table, correction=bool(self.correction))
             statistic, p_value = float(result.statistic), float(result.pvalue)
+            reference_bins, current_bins = effect_size.category_bin_counts(self.reference_counts_, counts)
+            measure = effect_size.psi if self.effect == "psi" else effect_size.jensen_shannon
+            effect = measure(reference_bins, current_bins)
         return DetectorResult(
             test=self.test_name, statistic=statistic, p_value=p_value, n_reference=n, n_current=m,
             drift_detected=bool(p_value < self.alpha), n_missing_reference=self.n_missing_reference_,
-            n_missing_current=missing,
+            n_missing_current=missing, effect_size=effect, effect_name=self.effect,
         )

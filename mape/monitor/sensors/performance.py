@@ -4,19 +4,34 @@ Who calls it: the Monitor stage, every tick, on the labelled window of a model
 (:func:`mape.data.labelled_window`); the report becomes the ``performance.*``
 observations.
 
-Classification: accuracy and F1 (of class 1 when the classes are exactly 0
-and 1, else macro-averaged over the classes seen in labels or predictions) and,
-when the production version recorded a baseline accuracy, the drop from it.
-Regression: mean absolute error and root mean squared error.
+Classification: accuracy, precision, recall and F1 (of class 1 when the
+classes are exactly 0 and 1, else macro-averaged over the classes seen in
+labels or predictions) and, when the production version recorded a baseline
+accuracy, the drop from it. With a score column (the predicted probability of
+class 1 of a binary classifier), also ROC AUC and log loss on the labelled
+rows, and a **label-free estimate** of accuracy over every prediction of the
+window, labelled or not: confidence-based performance estimation (CBPE, as in
+NannyML): a calibrated probability ``p`` of class 1 is right with probability
+``max(p, 1 - p)``, so the expected accuracy is their mean. It is marked as an
+estimate (its own metric names, ``estimated_accuracy`` and
+``estimated_accuracy_drop``) and is only as good as the model's calibration;
+it is what the loop has while labels are late. Regression: mean absolute
+error and root mean squared error.
+
+Every report carries its counts (``n_labelled``, ``n_estimated``): below
+``min_samples`` rows a metric is not reported at all, so a window of five
+labels never reads as "accuracy 0.4".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
+
+from sklearn import metrics as skm
 
 from mape.config import ModelConfig
 from mape.monitor.detectors._params import Constraint, Interval, Options, validate_params
@@ -33,30 +48,45 @@ class PerformanceReport:
     task : {"classification", "regression"}
     n_labelled : int
         Labelled predictions scored (after the version filter, without missing values).
-    accuracy, f1, accuracy_drop : float or None
+    accuracy, precision, recall, f1, accuracy_drop : float or None
         Classification metrics; ``accuracy_drop`` is ``baseline - accuracy``.
+    roc_auc, log_loss : float or None
+        With a score column, on the labelled rows (ROC AUC only when both classes occur).
     mae, rmse : float or None
         Regression metrics.
+    estimated_accuracy, estimated_accuracy_drop : float or None
+        The label-free estimate (CBPE) over every scored prediction of the window, and its drop from the baseline.
+    n_estimated : int
+        Predictions the estimate is over (0 without a score column).
     reason : str or None
-        Why there are no metric values.
+        Why there are no metric values from labels.
     """
 
     task: Task
     n_labelled: int
     accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
     f1: float | None = None
     accuracy_drop: float | None = None
+    roc_auc: float | None = None
+    log_loss: float | None = None
     mae: float | None = None
     rmse: float | None = None
+    estimated_accuracy: float | None = None
+    estimated_accuracy_drop: float | None = None
+    n_estimated: int = 0
     reason: str | None = None
 
     def __str__(self) -> str:
+        estimate = ("" if self.estimated_accuracy is None
+                    else f"; estimated accuracy {self.estimated_accuracy:.3f} on {self.n_estimated} predictions")
         if self.reason is not None:
-            return f"no performance metrics ({self.reason})"
+            return f"no performance metrics ({self.reason}){estimate}"
         if self.task == "regression":
             return f"mae {self.mae:.4g}, rmse {self.rmse:.4g} on {self.n_labelled} labelled"
         drop = "" if self.accuracy_drop is None else f" (drop {self.accuracy_drop:+.3f})"
-        return f"accuracy {self.accuracy:.3f}{drop}, f1 {self.f1:.3f} on {self.n_labelled} labelled"
+        return f"accuracy {self.accuracy:.3f}{drop}, f1 {self.f1:.3f} on {self.n_labelled} labelled{estimate}"
 
 
 class PerformanceSensor:
@@ -72,6 +102,9 @@ class PerformanceSensor:
     version_column : str, optional
         Column naming the serving version; with a ``version`` given to
         :meth:`score`, only rows of that version are scored.
+    score_column : str, optional
+        Column with the predicted probability of class 1 (binary classifiers):
+        enables ROC AUC, log loss and the label-free estimate.
 
     Examples
     --------
@@ -80,6 +113,15 @@ class PerformanceSensor:
     ...                            label_column="label", min_samples=4)
     >>> print(sensor.score(window, baseline_accuracy=0.9))
     accuracy 0.750 (drop +0.150), f1 0.800 on 4 labelled
+
+    With scores, the estimate covers predictions whose labels have not arrived:
+
+    >>> scored = PerformanceSensor(task="classification", prediction_column="prediction", label_column="label",
+    ...                            min_samples=2, score_column="p")
+    >>> log = pd.DataFrame({"prediction": [1, 0, 1, 0], "p": [0.9, 0.2, 0.6, 0.1]})
+    >>> report = scored.score(window.assign(p=[0.9, 0.2, 0.85, 0.8]), predictions=log)
+    >>> report.n_estimated, round(report.estimated_accuracy, 3), round(report.roc_auc, 3)
+    (4, 0.8, 0.75)
     """
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
@@ -88,29 +130,37 @@ class PerformanceSensor:
     }
 
     def __init__(self, *, task: Task, prediction_column: str, label_column: str, min_samples: int = 100,
-                 version_column: str | None = None) -> None:
+                 version_column: str | None = None, score_column: str | None = None) -> None:
         self.task = task
         self.prediction_column = prediction_column
         self.label_column = label_column
         self.min_samples = min_samples
         self.version_column = version_column
+        self.score_column = score_column
         validate_params(type(self).__name__, self._parameter_constraints, {"task": task, "min_samples": min_samples})
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> Self:
         """The sensor a managed model's settings describe."""
         return cls(task=model.task, prediction_column=model.prediction_column, label_column=model.label_column,
-                   min_samples=model.performance.min_samples, version_column=model.version_column)
+                   min_samples=model.performance.min_samples, version_column=model.version_column,
+                   score_column=model.score_column)
 
-    def score(self, window: pd.DataFrame, *, version: int | None = None,
-              baseline_accuracy: float | None = None) -> PerformanceReport:
-        """Metrics of the window's labelled predictions (of ``version`` only, when given and the window has a version column)."""
-        if version is not None and self.version_column is not None and self.version_column in window.columns:
-            window = window[(version_numbers(window[self.version_column]) == version).to_numpy()]
+    def score(self, window: pd.DataFrame, *, version: int | None = None, baseline_accuracy: float | None = None,
+              predictions: pd.DataFrame | None = None) -> PerformanceReport:
+        """Metrics of the window's labelled predictions (of ``version`` only, when given and the window has a version column).
+
+        ``predictions``: every prediction of the window, labelled or not
+        (with the score column), for the label-free estimate; without it the
+        estimate covers the labelled rows only.
+        """
+        window = self._of_version(window, version)
         window = window[window[self.prediction_column].notna() & window[self.label_column].notna()]
+        estimate = self._estimate(self._of_version(predictions, version) if predictions is not None else window,
+                                  baseline_accuracy)
         n = len(window)
         if n < self.min_samples:
-            return PerformanceReport(task=self.task, n_labelled=n,
+            return PerformanceReport(task=self.task, n_labelled=n, **estimate,
                                      reason=f"insufficient data: {n} labelled rows, at least {self.min_samples} needed")
         predicted, actual = window[self.prediction_column], window[self.label_column]
         if self.task == "regression":
@@ -120,8 +170,58 @@ class PerformanceSensor:
         predicted, actual = _comparable(predicted), _comparable(actual)
         accuracy = float(np.mean(predicted == actual))
         drop = None if baseline_accuracy is None else float(baseline_accuracy) - accuracy
-        return PerformanceReport(task=self.task, n_labelled=n, accuracy=accuracy, f1=f1(actual, predicted),
-                                 accuracy_drop=drop)
+        precision, recall = precision_recall(actual, predicted)
+        roc_auc = log_loss = None
+        if self.score_column is not None and self.score_column in window.columns and _binary(actual):
+            scores = pd.to_numeric(window[self.score_column], errors="coerce").to_numpy(dtype=float)
+            known = np.isfinite(scores)
+            y, p = actual[known].astype(int), np.clip(scores[known], 0.0, 1.0)
+            if y.size >= self.min_samples:
+                if np.unique(y).size == 2:
+                    roc_auc = float(skm.roc_auc_score(y, p))
+                log_loss = float(skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]))
+        return PerformanceReport(task=self.task, n_labelled=n, accuracy=accuracy, precision=precision, recall=recall,
+                                 f1=f1(actual, predicted), accuracy_drop=drop, roc_auc=roc_auc, log_loss=log_loss,
+                                 **estimate)
+
+    def _of_version(self, frame: pd.DataFrame, version: int | None) -> pd.DataFrame:
+        if version is not None and self.version_column is not None and self.version_column in frame.columns:
+            return frame[(version_numbers(frame[self.version_column]) == version).to_numpy()]
+        return frame
+
+    def _estimate(self, predictions: pd.DataFrame, baseline_accuracy: float | None) -> dict[str, Any]:
+        """CBPE: the expected accuracy of calibrated class-1 probabilities, ``mean(max(p, 1 - p))``."""
+        if self.task != "classification" or self.score_column is None or self.score_column not in predictions.columns:
+            return {}
+        scores = pd.to_numeric(predictions[self.score_column], errors="coerce").to_numpy(dtype=float)
+        scores = np.clip(scores[np.isfinite(scores)], 0.0, 1.0)
+        if scores.size < self.min_samples:
+            return {"n_estimated": int(scores.size)}
+        estimated = float(np.mean(np.maximum(scores, 1.0 - scores)))
+        drop = None if baseline_accuracy is None else float(baseline_accuracy) - estimated
+        return {"n_estimated": int(scores.size), "estimated_accuracy": estimated, "estimated_accuracy_drop": drop}
+
+
+def precision_recall(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of class 1 when the classes are exactly {0, 1}; else macro averages over the classes seen.
+
+    A class never predicted has precision 0 (scikit-learn's ``zero_division=0``).
+
+    >>> precision_recall(np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0]))
+    (0.6666666666666666, 0.6666666666666666)
+    """
+    if _binary(actual, predicted):
+        return (float(skm.precision_score(actual, predicted, pos_label=1, zero_division=0)),
+                float(skm.recall_score(actual, predicted, pos_label=1, zero_division=0)))
+    labels = np.union1d(actual, predicted)
+    return (float(skm.precision_score(actual, predicted, labels=labels, average="macro", zero_division=0)),
+            float(skm.recall_score(actual, predicted, labels=labels, average="macro", zero_division=0)))
+
+
+def _binary(actual: np.ndarray, predicted: np.ndarray | None = None) -> bool:
+    """Whether the labels (and predictions) are numeric and within {0, 1}."""
+    values = actual if predicted is None else np.concatenate([actual, predicted])
+    return values.dtype.kind in "biuf" and set(np.unique(values).tolist()) <= {0, 1}
 
 
 def f1(actual: np.ndarray, predicted: np.ndarray) -> float:
