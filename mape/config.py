@@ -134,6 +134,39 @@ class PerformanceConfig(_Strict):
     _d = field_validator("window", mode="before")(_duration)
 
 
+class QualityConfig(_Strict):
+    """Data-quality checks of the drift window, run before drift (:mod:`mape.monitor.sensors.quality`).
+
+    A rate counts as a spike when it rose past its threshold and a one-sided
+    two-proportion z-test at ``alpha`` says the rise is not noise.
+    """
+
+    enabled: bool = Field(True, description="Check schema, null rates, ranges and categories every tick (quality.* "
+                                            "in policies).")
+    null_rate_increase: float = Field(0.05, ge=0, le=1, description="A feature's null rate rising by more than this "
+                                                                    "(and significantly) is a null spike.")
+    out_of_range_increase: float = Field(
+        0.01, ge=0, le=1, description="A numeric feature's share of values outside the reference range exceeding the "
+                                      "reference's own share by more than this (and significantly) is an "
+                                      "out-of-range spike.")
+    unseen_category_share: float = Field(
+        0.01, ge=0, le=1, description="A categorical feature with a larger share of values the reference never had "
+                                      "is flagged.")
+    range_quantiles: tuple[float, float] = Field(
+        (0.001, 0.999), description="The reference range of a numeric feature: these quantiles of its values.")
+    min_samples: int = Field(100, ge=1, description="Fewer rows than this in either window: no verdict.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Level of the z-tests (and of the test that tells a column "
+                                                       "with no value from a sparse one).")
+
+    @field_validator("range_quantiles")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"range_quantiles must be (low, high) with 0 <= low < high <= 1, got {list(value)}")
+        return value
+
+
 class PromotionConfig(_Strict):
     evaluation_window: timedelta = Field(
         timedelta(hours=1),
@@ -294,7 +327,7 @@ class CarbonConfig(_Strict):
 
 #: The context roots a sensor's metric may fall under (``<root>.<key>``): the measured roots that
 #: :data:`mape.plan.fields.CONTEXT_FIELDS` declares (config must not import the plan stage; a test checks they agree).
-METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving")
+METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving", "quality")
 
 
 class PrometheusConfig(_Strict):
@@ -313,8 +346,8 @@ class PrometheusConfig(_Strict):
                                  "lives under /api/v1).")
     queries: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
         min_length=1,
-        description="Metric name (<root>.<key>, root one of drift, performance, fairness, gpu, carbon, serving) to "
-                    "a PromQL instant query; {model} stands for the model's name.")
+        description="Metric name (<root>.<key>, root one of drift, performance, fairness, gpu, carbon, serving, "
+                    "quality) to a PromQL instant query; {model} stands for the model's name.")
     timeout: timedelta = Field(timedelta(seconds=5), description="Per query: to connect, and again to read, e.g. 5s.")
 
     _d = field_validator("timeout", mode="before")(_duration)
@@ -394,6 +427,9 @@ class ModelConfig(_Strict):
     label_column: str = "label"
     training: TrainingConfig
     drift: DriftConfig = DriftConfig()
+    quality: QualityConfig = Field(
+        QualityConfig(), description="Data-quality checks of the drift window (schema, null rates, ranges, "
+                                     "categories), run before drift.")
     performance: PerformanceConfig = PerformanceConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig | None = Field(
@@ -404,6 +440,20 @@ class ModelConfig(_Strict):
     gpu: GPUSensorConfig | None = Field(
         None, description="The GPUs serving or training the model, read every tick (gpu.* in policies); none: no GPU "
                           "sensor for it.")
+    fallback_for: timedelta = Field(
+        timedelta(minutes=15),
+        description="A sensor of this model that fails writes its last good summary again, at the tick's time, if "
+                    "that value is younger than this (e.g. 15m); older, it writes nothing and the signal goes "
+                    "stale. 0: no fallback.")
+
+    _d = field_validator("fallback_for", mode="before")(_duration)
+
+    @field_validator("fallback_for")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError(f"fallback_for must not be negative, got {value}")
+        return value
 
 
 # --------------------------------------------------------------------------- analyze rules
@@ -439,12 +489,25 @@ class SymptomRule(_Strict):
 
 
 def default_symptom_rules() -> list[SymptomRule]:
+    """The Analyze rules of a configuration that sets none: drift, performance, and the data-quality findings.
+
+    The quality rules read counts (columns with the finding), so they open at
+    the first tick with one (``enter`` 0.5) and close at the first without.
+    """
+    def quality(symptom: str, metric: str, severity: Literal["warning", "critical"] = "warning") -> SymptomRule:
+        return SymptomRule(symptom=symptom, metric=metric, enter=0.5, exit=0.5, for_ticks=1, clear_ticks=1,
+                           severity=severity)
+
     return [
         SymptomRule(symptom="data_drift", metric="drift.share_drifted", enter=0.3, exit=0.1, for_ticks=2, clear_ticks=2),
         SymptomRule(
             symptom="performance_drop", metric="performance.accuracy_drop", enter=0.05, exit=0.02,
             for_ticks=2, clear_ticks=2,
         ),
+        quality("schema_change", "quality.schema_changes", "critical"),
+        quality("null_spike", "quality.null_spikes"),
+        quality("out_of_range", "quality.out_of_range_spikes"),
+        quality("unseen_categories", "quality.unseen_category_columns"),
     ]
 
 
@@ -628,6 +691,11 @@ class Settings(BaseSettings):
     controller_id: str = Field("mape-controller", description="Name of this controller in audit events and decisions.")
     models: list[ModelConfig] = Field(default_factory=list, description="The managed models.")
     symptoms: list[SymptomRule] = Field(default_factory=default_symptom_rules, description="Analyze rules.")
+    stale_after: timedelta = Field(
+        timedelta(minutes=30),
+        description="The Analyze stage opens a stale_signal symptom for a model whose drift or performance sensor "
+                    "has written nothing for this long (fallback values count as written), and closes it when "
+                    "fresh values arrive, e.g. 30m.")
     prefect: PrefectSettings = PrefectSettings()
     plan: PlanSettings = PlanSettings()
     notifications: NotificationSettings = NotificationSettings()
@@ -643,8 +711,15 @@ class Settings(BaseSettings):
                           "it, and its emissions at the grid's intensity, on the action run.")
     config_file: Path | None = Field(None, description="The file these settings were read from (set by the loader).")
 
-    _d = field_validator("tick_interval", mode="before")(_duration)
+    _d = field_validator("tick_interval", "stale_after", mode="before")(_duration)
     _m = field_validator("signal_max_age", mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    @field_validator("stale_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"stale_after must be longer than 0, got {value}")
+        return value
 
     @property
     def effective_signal_max_age(self) -> timedelta:

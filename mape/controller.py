@@ -131,7 +131,7 @@ class Controller:
         self.engine = engine or create_engine_for(settings.db_url)
         self.monitor = Monitor(settings.models, serving_dir=Path(settings.serving_dir), carbon=settings.carbon,
                                prometheus=settings.prometheus)
-        self.analyzer = Analyzer(settings.symptoms)
+        self.analyzer = Analyzer(settings.symptoms, stale_after=settings.stale_after)
         self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
                                  artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id,
                                  notifications=settings.notifications, serving_dir=Path(settings.serving_dir),

@@ -7,6 +7,15 @@ Symptom rows, which the Plan stage reads.
 
 from __future__ import annotations
 
-from mape.analyze.stage import AnalyzeError, Analyzer, AnalyzeReport, ModelSymptoms, SymptomView
+from mape.analyze.stage import (
+    FRESHNESS_METRICS,
+    STALE_SIGNAL,
+    AnalyzeError,
+    Analyzer,
+    AnalyzeReport,
+    ModelSymptoms,
+    SymptomView,
+)
 
-__all__ = ["AnalyzeError", "AnalyzeReport", "Analyzer", "ModelSymptoms", "SymptomView"]
+__all__ = ["FRESHNESS_METRICS", "STALE_SIGNAL", "AnalyzeError", "AnalyzeReport", "Analyzer", "ModelSymptoms",
+           "SymptomView"]

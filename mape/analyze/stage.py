@@ -20,6 +20,20 @@ mean "no data" and are skipped, never read as good or bad.
 Values between ``exit`` and ``enter`` neither open nor close, so a metric
 hovering at the threshold does not flap. A model has at most one open
 symptom per kind, and running a tick twice changes nothing the second time.
+
+**Stale signals** are a symptom of their own, ``stale_signal`` (warning): it
+opens when a sensor the Monitor runs for every model (``drift``,
+``performance``) has written nothing for a model for longer than
+``stale_after`` (its newest row is older than ``at - stale_after``), and
+closes at the first tick where every such sensor is fresh again. A sensor that
+has never written for the model is not stale (the Monitor says why it does not
+measure it). The fallback values a failing sensor writes count as written, so
+a failing sensor goes stale ``stale_after`` after its last fallback.
+
+Every symptom names the observations it came from: ``evidence.opened_by``
+(and ``closed_by``) lists each deciding observation's ``observation_id``,
+time and value (for ``stale_signal``: the newest observation of each stale
+sensor, with its sensor and metric).
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlmodel import Session
@@ -39,6 +53,13 @@ from mape.config import SymptomRule
 from mape.errors import InvalidParameterError, MapeError
 
 logger = logging.getLogger(__name__)
+
+#: The symptom kind of a sensor that stopped writing.
+STALE_SIGNAL = "stale_signal"
+#: For each sensor the staleness check can watch, a summary metric every one of its reports writes, whatever the
+#: data: its newest row is when the sensor last reported for the model.
+FRESHNESS_METRICS: Mapping[str, str] = {"drift": "drift.n_current", "performance": "performance.n_labelled",
+                                        "quality": "quality.n_current"}
 
 
 @dataclass(frozen=True)
@@ -134,21 +155,42 @@ class Analyzer:
     ----------
     rules : sequence of SymptomRule
         One rule per symptom kind.
+    stale_after : timedelta or None, default 30 minutes
+        A watched sensor with no observation of a model newer than this opens
+        the model's ``stale_signal`` symptom (``Settings.stale_after``);
+        ``None``: no staleness check.
+    stale_sensors : sequence of str, default ("drift", "performance")
+        The sensors watched: those the Monitor runs for every model (keys of
+        :data:`FRESHNESS_METRICS`).
 
     Raises
     ------
     InvalidParameterError
-        Two rules name the same symptom kind.
+        Two rules name the same symptom kind, a rule is named ``stale_signal``
+        while staleness is checked, or a watched sensor is unknown.
     """
 
-    def __init__(self, rules: Sequence[SymptomRule]) -> None:
+    def __init__(self, rules: Sequence[SymptomRule], *, stale_after: timedelta | None = timedelta(minutes=30),
+                 stale_sensors: Sequence[str] = ("drift", "performance")) -> None:
         kinds = [rule.symptom for rule in rules]
         duplicates = sorted({kind for kind in kinds if kinds.count(kind) > 1})
         if duplicates:
             raise InvalidParameterError.for_parameter(
                 "rules", "Analyzer", "a sequence of rules with distinct symptom kinds", duplicates
             )
+        if stale_after is not None and STALE_SIGNAL in kinds:
+            raise InvalidParameterError.for_parameter(
+                "rules", "Analyzer", f"a sequence of rules without the kind {STALE_SIGNAL!r} (the staleness check's)",
+                STALE_SIGNAL)
+        if stale_after is not None and not stale_after > timedelta(0):
+            raise InvalidParameterError.for_parameter("stale_after", "Analyzer", "a positive timedelta or None",
+                                                      stale_after)
+        if isinstance(stale_sensors, str) or not all(s in FRESHNESS_METRICS for s in stale_sensors):
+            raise InvalidParameterError.for_parameter(
+                "stale_sensors", "Analyzer", f"a sequence of sensors among {sorted(FRESHNESS_METRICS)}", stale_sensors)
         self.rules = tuple(rules)
+        self.stale_after = stale_after
+        self.stale_sensors = tuple(stale_sensors)
 
     def run(self, session: Session, model_ids: Mapping[str, int], at: datetime) -> AnalyzeReport:
         """Open, refresh and close symptoms at logical time ``at`` (flushed, not committed)."""
@@ -167,6 +209,16 @@ class Analyzer:
                     logger.error(error.message, exc_info=not isinstance(exc, MapeError))
                     errors.append(error)
                     continue
+                if change is not None and symptom is not None:
+                    (opened if change == "opened" else closed).append(SymptomView.of(symptom))
+            if self.stale_after is not None:
+                try:
+                    change, symptom = self._apply_staleness(session, model_id, at, self.stale_after)
+                except Exception as exc:  # noqa: BLE001 - like a rule: logged, the pass goes on
+                    error = AnalyzeError(name, STALE_SIGNAL, f"Staleness check for model {name} failed: {exc}")
+                    logger.error(error.message, exc_info=not isinstance(exc, MapeError))
+                    errors.append(error)
+                    change, symptom = None, None
                 if change is not None and symptom is not None:
                     (opened if change == "opened" else closed).append(SymptomView.of(symptom))
             still_open = tuple(SymptomView.of(s) for s in open_symptoms(session, model_id))
@@ -204,6 +256,51 @@ class Analyzer:
         session.add(symptom)
         session.flush()
         return None, symptom
+
+
+    def _apply_staleness(self, session: Session, model_id: int, at: datetime,
+                         stale_after: timedelta) -> tuple[Literal["opened", "closed"] | None, Symptom | None]:
+        newest: dict[str, Observation] = {}
+        for sensor in self.stale_sensors:
+            rows = metric_series(session, model_id, FRESHNESS_METRICS[sensor], limit=1, until=at, labels={})
+            if rows:
+                newest[sensor] = rows[0]
+        stale = {sensor: o for sensor, o in newest.items() if ensure_utc(o.time) < at - stale_after}
+        symptom = open_symptom(session, model_id, STALE_SIGNAL)
+        if symptom is None:
+            if not stale:
+                return None, None
+            symptom = Symptom(model_id=model_id, kind=STALE_SIGNAL, severity="warning",
+                              status=SymptomStatus.open.value, opened_at=at, last_seen_at=at,
+                              evidence={"rule": {"stale_after_seconds": stale_after.total_seconds(),
+                                                 "sensors": list(self.stale_sensors)},
+                                        "stale_sensors": sorted(stale),
+                                        "opened_by": _freshness_evidence(stale, at)})
+            session.add(symptom)
+            session.flush()
+            logger.info("Symptom %s of model_id=%s opened at %s: no observation of %s since %s.", STALE_SIGNAL,
+                        model_id, at.isoformat(), ", ".join(sorted(stale)),
+                        min(ensure_utc(o.time) for o in stale.values()).isoformat())
+            return "opened", symptom
+        if stale:
+            symptom.last_seen_at = at
+            symptom.evidence = {**symptom.evidence, "stale_sensors": sorted(stale)}
+            session.add(symptom)
+            session.flush()
+            return None, symptom
+        symptom.status = SymptomStatus.closed.value
+        symptom.closed_at = at
+        symptom.evidence = {**symptom.evidence, "stale_sensors": [], "closed_by": _freshness_evidence(newest, at)}
+        session.add(symptom)
+        session.flush()
+        logger.info("Symptom %s of model_id=%s closed at %s.", STALE_SIGNAL, model_id, at.isoformat())
+        return "closed", symptom
+
+
+def _freshness_evidence(newest: Mapping[str, Observation], at: datetime) -> list[dict[str, Any]]:
+    """By sensor: its newest observation (the id, metric and time) and how old it is at ``at``."""
+    return [{"sensor": sensor, "metric": o.metric, "observation_id": o.id, "time": ensure_utc(o.time).isoformat(),
+             "age_seconds": (at - ensure_utc(o.time)).total_seconds()} for sensor, o in sorted(newest.items())]
 
 
 def _recent_values(session: Session, model_id: int, rule: SymptomRule, at: datetime) -> list[Observation]:

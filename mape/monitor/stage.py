@@ -8,6 +8,17 @@ performance window labelled by the tick time), and writes the observations
 below through :func:`knowledge.queries.add_observations`. Other stages and the
 policies depend on these names:
 
+- sensor ``quality``, labels ``{}``, unless the model's ``quality.enabled`` is
+  off: ``quality.schema_changes`` (``quality.missing_columns`` +
+  ``quality.new_columns`` + ``quality.retyped_columns``),
+  ``quality.null_spikes``, ``quality.out_of_range_spikes``,
+  ``quality.unseen_category_columns``, ``quality.max_null_rate_increase``,
+  ``quality.max_out_of_range_share``, ``quality.max_unseen_category_share``,
+  ``quality.issues`` (columns with any problem), ``quality.n_current``: the
+  data quality of the drift window, checked before drift against the same
+  reference; without a verdict (too few rows) all but the last are ``None``;
+  per column, labels ``{"column": name}``, ``quality.column.*``
+  (:func:`~mape.monitor.sensors.quality.quality_observations`);
 - sensor ``drift``, labels ``{}``: ``drift.share_drifted``, ``drift.n_drifted``,
   ``drift.n_features``, ``drift.min_q_value``, ``drift.detected`` (1.0/0.0),
   ``drift.n_reference``, ``drift.n_current``; without a verdict (too few rows)
@@ -50,8 +61,14 @@ policies depend on these names:
 
 A value of ``None`` means "no data this tick", never good or bad. A model
 whose measurement fails (no production version, an unreadable source) gets no
-rows from the failed sensor; the failure is logged, listed in
-:attr:`MonitorReport.errors`, and the other models and sensors go on.
+new rows from the failed sensor; the failure is logged, listed in
+:attr:`MonitorReport.errors`, and the other models and sensors go on. If that
+sensor measured the model successfully less than the model's ``fallback_for``
+ago, its summary rows (labels ``{}``) of then are written again at this tick's
+time, and the error says "falling back to the value of <time>"; past
+``fallback_for`` nothing is written and the Analyze stage reports the signal
+stale. A feature column missing from the current window is the quality
+sensor's finding: drift tests the features that are there.
 """
 
 from __future__ import annotations
@@ -60,16 +77,17 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import partial
+from datetime import datetime, timedelta
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
 from sqlmodel import Session
 
 from knowledge.queries import add_observations
 from knowledge.registry import production_version
-from knowledge.tables import ModelVersion, Observation
+from knowledge.tables import ModelVersion, Observation, new_observation
 from mape._util.timeutil import ensure_utc
 from mape.config import CarbonConfig, FileSourceConfig, ModelConfig, PrometheusConfig, SqlSourceConfig
 from mape.data import TableSource, labelled_window, open_source
@@ -79,6 +97,7 @@ from mape.monitor.carbon import carbon_observations, sensor_from_config
 from mape.monitor.sensors.fairness import FairnessReport, FairnessSensor, fairness_observations
 from mape.monitor.sensors.gpu import GPUSensor, gpu_observations
 from mape.monitor.sensors.prometheus import PrometheusSensor, prometheus_observations
+from mape.monitor.sensors.quality import DataQualitySensor, QualityReport, quality_observations
 from mape.monitor.sensors.serving import serving_observations
 from mape.serving.factory import target_for
 from mape.serving.target import ServingHealth
@@ -87,6 +106,15 @@ logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[FileSourceConfig | SqlSourceConfig], TableSource]
 _T = TypeVar("_T")
+Frame = Callable[[], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class _LastGood:
+    """The summary values (metric, value) a sensor wrote for a model when it last measured it successfully."""
+
+    at: datetime
+    values: tuple[tuple[str, float | None], ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class ModelSummary:
     version: int | None = None
     drift: DriftReport | None = None
     performance: PerformanceReport | None = None
+    quality: QualityReport | None = None
 
     @property
     def share_drifted(self) -> float | None:
@@ -144,13 +173,15 @@ class ModelSummary:
             "rmse": None if performance is None else performance.rmse,
             "n_labelled": self.n_labelled,
             "performance_reason": None if performance is None else performance.reason,
+            "quality_issues": None if self.quality is None else self.quality.summary()["issues"],
         }
 
     def __str__(self) -> str:
         version = "no production version" if self.version is None else f"version {self.version}"
+        quality = "" if self.quality is None else f"quality: {self.quality}; "
         drift = "drift not measured" if self.drift is None else f"drift: {self.drift}"
         performance = "performance not measured" if self.performance is None else f"performance: {self.performance}"
-        return f"model {self.model} ({version}): {drift}; {performance}"
+        return f"model {self.model} ({version}): {quality}{drift}; {performance}"
 
 
 @dataclass(frozen=True)
@@ -185,11 +216,14 @@ class MonitorReport:
 class Monitor:
     """Measures every configured model and writes its observations.
 
-    Sources are opened once per model and kept; the drift sensor of a model is
-    fitted once per production version (its reference is that version's
-    training window of the inference log) and kept until another version is in
-    production. A reference smaller than ``drift.min_samples`` is not kept, so
-    a log filled in later is picked up.
+    Sources are opened once per model and kept; the quality and drift sensors
+    of a model are fitted once per production version (their reference is that
+    version's training window of the inference log, read once for both) and
+    kept until another version is in production. A reference smaller than a
+    sensor's ``min_samples`` is not kept, so a log filled in later is picked
+    up. Both score the same current window, read once per tick with all its
+    columns (the schema check needs them). The last good summary of each
+    sensor and model is kept for the fallback.
 
     Parameters
     ----------
@@ -213,6 +247,8 @@ class Monitor:
         self._prometheus = PrometheusSensor.from_config(prometheus) if prometheus is not None else None
         self._sources: dict[tuple[str, str], TableSource] = {}
         self._drift_sensors: dict[str, tuple[int, DriftSensor]] = {}
+        self._quality_sensors: dict[str, tuple[int, DataQualitySensor]] = {}
+        self._last_good: dict[tuple[str, str], _LastGood] = {}
 
     def run(self, session: Session, model_ids: Mapping[str, int], at: datetime) -> MonitorReport:
         """Measure every model at logical time ``at`` and write the observations (flushed, not committed)."""
@@ -229,55 +265,70 @@ class Monitor:
                 _record(errors, StageError(cfg.name, "model", f"Model {cfg.name} {problem}; it is not monitored."))
                 summaries.append(ModelSummary(cfg.name))
                 continue
-            drift = self._guarded(errors, cfg.name, "drift", partial(self._measure_drift, cfg, production, at))
-            performance = self._guarded(errors, cfg.name, "performance",
-                                        partial(self._measure_performance, cfg, production, at))
-            if drift is not None:
-                rows += drift_observations(model_id, at, drift)
-            if performance is not None:
-                rows += performance_observations(model_id, at, performance)
+            measured = partial(self._measured, errors, rows, cfg, model_id, at)
+            # one read of each window serves both sensors (and none when both are fitted and the read fails)
+            reference = cache(partial(self._read_reference, cfg, production))
+            current = cache(partial(self._read_current, cfg, at))
+            quality = None
+            if cfg.quality.enabled:
+                quality = measured("quality", partial(self._measure_quality, cfg, production, reference, current),
+                                   quality_observations)
+            drift = measured("drift", partial(self._measure_drift, cfg, production, reference, current),
+                             drift_observations)
+            performance = measured("performance", partial(self._measure_performance, cfg, production, at),
+                                   performance_observations)
             if carbon is not None:
                 rows += carbon_observations(model_id, at, carbon)
             if cfg.fairness is not None:
-                fairness = self._guarded(errors, cfg.name, "fairness",
-                                         partial(self._measure_fairness, cfg, production, at))
-                if fairness is not None:
-                    rows += fairness_observations(model_id, at, fairness)
+                measured("fairness", partial(self._measure_fairness, cfg, production, at), fairness_observations)
             if self._prometheus is not None:
-                queried = self._guarded(errors, cfg.name, "prometheus", partial(self._prometheus.read, cfg.name, at))
+                queried = measured("prometheus", partial(self._prometheus.read, cfg.name, at), prometheus_observations)
                 if queried is not None:
-                    rows += prometheus_observations(model_id, at, queried)
                     for problem in queried.errors:
                         errors.append(StageError(cfg.name, "prometheus", str(problem)))
             if cfg.gpu is not None and self._gpu is not None:
-                gpu = self._guarded(errors, cfg.name, "gpu", partial(self._gpu.read, cfg.gpu.devices))
-                if gpu is not None:
-                    rows += gpu_observations(model_id, at, gpu)
+                measured("gpu", partial(self._gpu.read, cfg.gpu.devices), gpu_observations)
             if cfg.serving is not None and self.serving_dir is not None:
-                health = self._guarded(errors, cfg.name, "serving", partial(self._measure_serving, cfg))
-                if health is not None:
-                    rows += serving_observations(model_id, at, health)
-            summaries.append(ModelSummary(cfg.name, production.version, drift, performance))
+                measured("serving", partial(self._measure_serving, cfg), serving_observations)
+            summaries.append(ModelSummary(cfg.name, production.version, drift, performance, quality))
         written = add_observations(session, rows)
         return MonitorReport(at=at, models=tuple(summaries), errors=tuple(errors), n_observations=written)
 
     # ------------------------------------------------------------------ sensors
 
-    def _measure_drift(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> DriftReport:
-        sensor = self._drift_sensor(cfg, production)
-        current = self._source(cfg, "inference").read(at - cfg.drift.window, at, columns=cfg.features.all)
-        return sensor.score(current)
+    def _read_reference(self, cfg: ModelConfig, production: ModelVersion) -> pd.DataFrame:
+        """The production version's training window of the inference log, every column."""
+        start, end = production.training_window_start, production.training_window_end
+        if start is None or end is None:
+            raise MapeError(f"version {production.version} of model {cfg.name} has no training window to compare with")
+        return self._source(cfg, "inference").read(ensure_utc(start), ensure_utc(end))
 
-    def _drift_sensor(self, cfg: ModelConfig, production: ModelVersion) -> DriftSensor:
+    def _read_current(self, cfg: ModelConfig, at: datetime) -> pd.DataFrame:
+        """The drift window of the inference log ending at ``at``, every column."""
+        return self._source(cfg, "inference").read(at - cfg.drift.window, at)
+
+    def _measure_quality(self, cfg: ModelConfig, production: ModelVersion, reference: Frame,
+                         current: Frame) -> QualityReport:
+        assert production.id is not None
+        cached = self._quality_sensors.get(cfg.name)
+        if cached is not None and cached[0] == production.id:
+            sensor = cached[1]
+        else:
+            sensor = DataQualitySensor.from_config(cfg.features, cfg.quality).fit(reference())
+            if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
+                self._quality_sensors[cfg.name] = (production.id, sensor)
+        return sensor.score(current())
+
+    def _measure_drift(self, cfg: ModelConfig, production: ModelVersion, reference: Frame,
+                       current: Frame) -> DriftReport:
+        return self._drift_sensor(cfg, production, reference).score(current(), missing="skip")
+
+    def _drift_sensor(self, cfg: ModelConfig, production: ModelVersion, reference: Frame) -> DriftSensor:
         assert production.id is not None
         cached = self._drift_sensors.get(cfg.name)
         if cached is not None and cached[0] == production.id:
             return cached[1]
-        start, end = production.training_window_start, production.training_window_end
-        if start is None or end is None:
-            raise MapeError(f"version {production.version} of model {cfg.name} has no training window to compare with")
-        reference = self._source(cfg, "inference").read(ensure_utc(start), ensure_utc(end), columns=cfg.features.all)
-        sensor = DriftSensor.from_config(cfg.features, cfg.drift).fit(reference)
+        sensor = DriftSensor.from_config(cfg.features, cfg.drift).fit(reference())
         if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
             self._drift_sensors[cfg.name] = (production.id, sensor)
         return sensor
@@ -326,6 +377,26 @@ class Monitor:
             self._sources[key] = self.source_factory(cfg.inference if role == "inference" else cfg.labels_source)
         return self._sources[key]
 
+    def _measured(self, errors: list[StageError], rows: list[Observation], cfg: ModelConfig, model_id: int,
+                  at: datetime, sensor: str, measure: Callable[[], _T],
+                  observe: Callable[[int, datetime, _T], list[Observation]]) -> _T | None:
+        """Run one sensor of one model and add its rows; on failure, the error and perhaps the fallback rows."""
+        try:
+            report = measure()
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the fleet
+            message = f"{sensor.capitalize()} sensor for model {cfg.name} failed: {exc}"
+            last = self._last_good.get((cfg.name, sensor))
+            if last is not None and last.values and timedelta(0) <= at - last.at < cfg.fallback_for:
+                rows += [new_observation(time=at, model_id=model_id, sensor=sensor, metric=metric, value=value)
+                         for metric, value in last.values]
+                message += f"; falling back to the value of {last.at.isoformat()}"
+            _record(errors, StageError(cfg.name, sensor, message), traceback=not isinstance(exc, MapeError))
+            return None
+        written = observe(model_id, at, report)
+        rows += written
+        self._last_good[(cfg.name, sensor)] = _LastGood(at, tuple((o.metric, o.value) for o in written if not o.labels))
+        return report
+
     @staticmethod
     def _guarded(errors: list[StageError], model: str, sensor: str, measure: Callable[[], _T]) -> _T | None:
         try:
@@ -363,16 +434,16 @@ def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list
         "drift.n_reference": report.n_reference,
         "drift.n_current": report.n_current,
     }
-    rows = [Observation(time=at, model_id=model_id, sensor="drift", metric=metric, value=_value(value), labels={})
+    rows = [new_observation(time=at, model_id=model_id, sensor="drift", metric=metric, value=_value(value))
             for metric, value in summary.items()]
     for feature in report.features:
         labels = {"feature": feature.feature, "test": feature.test}
         values = {"statistic": feature.statistic, "p_value": feature.p_value, "q_value": feature.q_value,
                   "drifted": feature.drifted}
-        rows += [Observation(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
-                             value=_value(value), labels=dict(labels)) for name, value in values.items()]
-        rows.append(Observation(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
-                                value=_value(feature.effect_size), labels={**labels, "effect": feature.effect_name}))
+        rows += [new_observation(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
+                                 value=_value(value), labels=dict(labels)) for name, value in values.items()]
+        rows.append(new_observation(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
+                                    value=_value(feature.effect_size), labels={**labels, "effect": feature.effect_name}))
     return rows
 
 
@@ -391,5 +462,5 @@ def performance_observations(model_id: int, at: datetime, report: PerformanceRep
                            "performance.estimated_accuracy_drop": report.estimated_accuracy_drop,
                            "performance.n_estimated": report.n_estimated})
     values["performance.n_labelled"] = report.n_labelled
-    return [Observation(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
-                        labels={}) for metric, value in values.items()]
+    return [new_observation(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
+                            labels={}) for metric, value in values.items()]

@@ -18,6 +18,13 @@ logical time and returns a plain, JSON-serialisable mapping with the roots of
     ``carbon.<key>`` (``intensity`` in gCO2/kWh now, ``forecast_min`` over
     the forecast horizon, ...) and ``serving.<key>`` (``latency_p95_ms``,
     ``error_rate``, ``replicas``, ...), from whichever sensors write them.
+``quality``
+    The data-quality summary of the drift window, checked before drift:
+    ``schema_changes`` (``missing_columns`` + ``new_columns`` +
+    ``retyped_columns``), ``null_spikes``, ``out_of_range_spikes``,
+    ``unseen_category_columns``, ``max_null_rate_increase``,
+    ``max_out_of_range_share``, ``max_unseen_category_share``, ``issues``
+    (columns with any problem) and ``n_current``.
 ``baseline``
     The ``metrics`` of the production version (e.g. ``accuracy`` at
     training time); empty without a production version.
@@ -63,7 +70,7 @@ from mape.plan.expressions import CONTEXT_ROOTS
 __all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "metric_root"]
 
 #: Context roots filled from observations: the metric name prefix is ``<root>.``.
-METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving")
+METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving", "quality")
 
 
 def _metric_value(key: str, value: float | None) -> bool | int | float | None:

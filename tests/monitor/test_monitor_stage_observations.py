@@ -24,6 +24,9 @@ STEP = timedelta(seconds=20)  # one prediction every 20 s: 180 an hour
 LABEL_DELAY = timedelta(minutes=30)
 TRAINING = (T0, T0 + timedelta(hours=6))
 DRIFT_STARTS = T0 + timedelta(hours=8)
+QUALITY_SUMMARY = ("schema_changes", "missing_columns", "new_columns", "retyped_columns", "null_spikes",
+                   "out_of_range_spikes", "unseen_category_columns", "max_null_rate_increase", "max_out_of_range_share",
+                   "max_unseen_category_share", "issues", "n_current")
 
 
 def inference_log(start: datetime, end: datetime, seed: int = 0) -> pd.DataFrame:
@@ -135,7 +138,14 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
                       for f, t in features}
     expected_keys |= {("performance", f"performance.{m}", ())
                       for m in ("accuracy", "precision", "recall", "f1", "accuracy_drop", "n_labelled")}
-    assert len(rows) == len(got) == len(expected_keys) == 29
+    expected_keys |= {("quality", f"quality.{m}", ()) for m in QUALITY_SUMMARY}
+    expected_keys |= {("quality", f"quality.column.{m}", (("column", f),)) for f in ("x1", "x2", "c1")
+                      for m in ("null_rate", "null_rate_increase", "null_spike")}
+    expected_keys |= {("quality", f"quality.column.{m}", (("column", f),)) for f in ("x1", "x2")
+                      for m in ("out_of_range_share", "out_of_range_spike")}
+    expected_keys |= {("quality", f"quality.column.{m}", (("column", "c1"),))
+                      for m in ("unseen_category_share", "unseen_categories")}
+    assert len(rows) == len(got) == len(expected_keys) == 29 + 27
     assert set(got) == expected_keys
     assert all(o.time == at for o in rows)
 
@@ -161,7 +171,8 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     summary = report.model("churn")
     assert summary.version == 1 and summary.detected is True and summary.n_labelled == 271
     assert summary.accuracy == pytest.approx(accuracy)
-    assert report.errors == () and report.n_observations == 29
+    assert got[("quality", "quality.schema_changes", ())] == 0 and got[("quality", "quality.n_current", ())] == 180
+    assert report.errors == () and report.n_observations == 29 + 27
     assert "model churn (version 1)" in str(report)
     as_dict = json.loads(json.dumps(report.as_dict()))
     assert as_dict["models"]["churn"]["detected"] is True
@@ -230,7 +241,7 @@ def test_a_broken_source_or_missing_production_version_does_not_stop_the_others(
             report = Monitor(models).run(session, ids, at)
 
     assert {(e.model, e.sensor) for e in report.errors} == {
-        ("broken", "drift"), ("broken", "performance"), ("unpromoted", "model")}
+        ("broken", "quality"), ("broken", "drift"), ("broken", "performance"), ("unpromoted", "model")}
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("Drift sensor for model broken failed: parquet source ") and "does not exist" in m
                for m in messages)
@@ -238,9 +249,9 @@ def test_a_broken_source_or_missing_production_version_does_not_stop_the_others(
     with session_scope(engine) as session:
         assert rows_at(session, at, ids["broken"]) == []
         assert rows_at(session, at, ids["unpromoted"]) == []
-        assert len(rows_at(session, at, ids["churn"])) == 29
+        assert len(rows_at(session, at, ids["churn"])) == 29 + 27
     assert report.model("churn").detected is True
-    assert report.as_dict()["errors"][0].startswith("Drift sensor for model broken failed: ")
+    assert report.as_dict()["errors"][1].startswith("Drift sensor for model broken failed: ")
 
 
 def test_windows_without_enough_rows_write_no_data_values(engine, world):
@@ -257,6 +268,7 @@ def test_windows_without_enough_rows_write_no_data_values(engine, world):
         "drift.detected": None, "drift.max_effect_size": None, "drift.n_reference": 1080.0, "drift.n_current": 0.0,
         "performance.accuracy": None, "performance.precision": None, "performance.recall": None,
         "performance.f1": None, "performance.accuracy_drop": None, "performance.n_labelled": 0.0,
+        **{f"quality.{m}": None for m in QUALITY_SUMMARY}, "quality.n_current": 0.0,
     }
     assert report.model("churn").drift.reason.startswith("insufficient data")
 

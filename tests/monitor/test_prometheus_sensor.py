@@ -396,7 +396,8 @@ def test_config_builds_the_sensor() -> None:
 
 @pytest.mark.parametrize(("queries", "message"), [
     ({"latency_p95_ms": "x"}, "metric name 'latency_p95_ms' must be <root>.<key>"),
-    ({"servng.latency_p95_ms": "x"}, "unknown root 'servng'; known: drift, performance, fairness, gpu, carbon, serving"),
+    ({"servng.latency_p95_ms": "x"},
+     "unknown root 'servng'; known: drift, performance, fairness, gpu, carbon, serving, quality"),
     ({"serving.Latency": "x"}, "the key a lower-case identifier"),
     ({"serving.latency_p95_ms": " "}, "at least 1 character"),
     ({}, "at least 1 item"),

@@ -70,7 +70,7 @@ def test_every_summary_metric_the_monitor_writes_is_a_declared_context_field(tmp
     world.controller.tick(world.scenario.at(1))
     with session_scope(world.controller.engine) as session:
         metrics = {o.metric for o in session.exec(select(Observation)) if not o.labels}
-    assert {m.split(".")[0] for m in metrics} == {"drift", "performance"}
+    assert {m.split(".")[0] for m in metrics} == {"drift", "performance", "quality"}
     for metric in metrics:
         root, name = metric.split(".", 1)
         assert name in CONTEXT_FIELDS[root].fields, f"the monitor writes {metric}, which policies cannot name"

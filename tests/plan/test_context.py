@@ -18,7 +18,7 @@ def test_an_unobserved_model_has_every_root_and_no_signals(engine, clock):
         context = build_context(session, model, clock())
     assert list(context) == list(CONTEXT_ROOTS)
     assert context == {
-        "drift": {}, "performance": {}, "fairness": {}, "gpu": {}, "carbon": {}, "serving": {},
+        "drift": {}, "performance": {}, "fairness": {}, "gpu": {}, "carbon": {}, "serving": {}, "quality": {},
         "baseline": {}, "symptoms": {}, "since_last": {},
         "model": {"name": "fresh", "labels": {"team": "risk"}, "versions": 0, "can_roll_back": False},
     }

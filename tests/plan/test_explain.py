@@ -40,7 +40,8 @@ def test_a_proposed_retrain_names_policy_version_conditions_and_the_evidence_the
     assert explanation.policy_sha256 == retrain.sha256
     assert explanation.policy_text == retrain.text
     assert explanation.policy_source == str(POLICIES / "retrain-on-drift.yaml")
-    assert explanation.when == retrain.policy.spec.when and explanation.unless is None
+    assert explanation.when == retrain.policy.spec.when and explanation.unless == retrain.policy.spec.unless
+    assert explanation.unless_value is False
     assert explanation.when_value is True
     assert [(t.expression, t.value) for t in explanation.when_terms] == [
         ("'data_drift' in symptoms", True),
@@ -52,6 +53,8 @@ def test_a_proposed_retrain_names_policy_version_conditions_and_the_evidence_the
         ("symptoms.data_drift", True, {"severity": "warning", "opened_at": began.isoformat(), "age_seconds": 9000.0}),
         ("symptoms.data_drift.age_seconds", True, 9000.0),
         ("performance.accuracy_drop", True, 0.05),
+        ("symptoms.schema_change", False, None),  # read by the unless: the data is whole
+        ("symptoms.null_spike", False, None),
     ]
     assert explanation.action_run is None and explanation.same_tick == []
     text = str(explanation)

@@ -107,6 +107,9 @@ class DriftReport:
         (Wasserstein for numeric, Jensen-Shannon for categorical ones by
         default), so compare it with care; ``None`` without a verdict or when
         no feature has an effect size.
+    missing_features : tuple of str
+        Features the current window lacks, not tested (``score(...,
+        missing="skip")``: the data-quality sensor reports them).
     """
 
     n_reference: int
@@ -119,17 +122,19 @@ class DriftReport:
     detected: bool | None = None
     reason: str | None = None
     max_effect_size: float | None = None
+    missing_features: tuple[str, ...] = ()
 
     @property
     def insufficient_data(self) -> bool:
         return self.detected is None
 
     def __str__(self) -> str:
+        missing = f"; not tested, missing: {', '.join(self.missing_features)}" if self.missing_features else ""
         if self.detected is None:
-            return f"no drift verdict ({self.reason})"
+            return f"no drift verdict ({self.reason}){missing}"
         effect = "" if self.max_effect_size is None else f", max effect {self.max_effect_size:.3g}"
         return (f"{self.n_drifted}/{self.n_features} features drifted (share {self.share_drifted:.2f}, "
-                f"min q {self.min_q_value:.3g}{effect})")
+                f"min q {self.min_q_value:.3g}{effect}){missing}")
 
 
 class DriftSensor:
@@ -226,25 +231,38 @@ class DriftSensor:
             self.detectors_[column] = self._detector(column).fit(_column(reference, column, "reference"))
         return self
 
-    def score(self, current: pd.DataFrame) -> DriftReport:
+    def score(self, current: pd.DataFrame, *, missing: Literal["raise", "skip"] = "raise") -> DriftReport:
         """Test the current window against the reference.
+
+        Parameters
+        ----------
+        current : DataFrame
+            The current window.
+        missing : {"raise", "skip"}, default "raise"
+            A feature column the window lacks: an error, or not tested and
+            listed in :attr:`DriftReport.missing_features` (the Monitor stage
+            skips: a missing column is the data-quality sensor's finding, and
+            the other features are still tested).
 
         Raises
         ------
         NotFittedError
             Before :meth:`fit`.
         DataSourceError
-            The window lacks a feature column.
+            The window lacks a feature column and ``missing`` is ``"raise"``.
         """
         if not hasattr(self, "n_reference_"):
             raise NotFittedError("This DriftSensor instance is not fitted yet; call 'fit' with a reference window first.")
-        sizes = {"n_reference": self.n_reference_, "n_current": len(current)}
-        if min(sizes.values()) < self.min_samples:
+        if missing not in ("raise", "skip"):
+            raise InvalidParameterError.for_parameter("missing", "DriftSensor.score", "one of 'raise', 'skip'", missing)
+        absent = () if missing == "raise" else tuple(n for n in self.features.all if n not in current.columns)
+        sizes = {"n_reference": self.n_reference_, "n_current": len(current), "missing_features": absent}
+        if min(self.n_reference_, len(current)) < self.min_samples:
             return DriftReport(**sizes, reason=(
                 f"insufficient data: {self.n_reference_} reference and {len(current)} current rows, "
                 f"at least {self.min_samples} needed in each"))
         results = {name: detector.score(_column(current, name, "current"))
-                   for name, detector in self.detectors_.items()}
+                   for name, detector in self.detectors_.items() if name not in absent}
         q_values = benjamini_hochberg([r.p_value for r in results.values()])
         features = tuple(
             _feature_drift(name, r, float(q), self.alpha, self.effect_floors.get(r.effect_name, 0.0))

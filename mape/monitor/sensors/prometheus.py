@@ -123,7 +123,8 @@ class PrometheusSensor:
     Traceback (most recent call last):
     ...
     mape.errors.InvalidParameterError: The 'queries' parameter of PrometheusSensor must be a non-empty mapping of
-    metric names <root>.<key> (root one of drift, performance, fairness, gpu, carbon, serving) to non-empty PromQL.
+    metric names <root>.<key> (root one of drift, performance, fairness, gpu, carbon, serving, quality) to non-empty
+    PromQL.
     Got {'latency': 'up'} instead.
     """
 
