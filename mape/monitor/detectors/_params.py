@@ -9,12 +9,14 @@ with the message ``The 'alpha' parameter of KSDetector must be a float in
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from mape.errors import InvalidParameterError
 
@@ -104,3 +106,50 @@ def validate_params(owner: str, constraints: Mapping[str, Constraint], params: M
         value = params[name]
         if not constraint.is_satisfied_by(value):
             raise InvalidParameterError.for_parameter(name, owner, str(constraint), value)
+
+
+_PARAM_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
+class Parameterized:
+    """The parameter handling every detector shares (scikit-learn's and river's shape).
+
+    Subclasses take keyword-only constructor parameters, store them verbatim
+    under their own names and declare ``_parameter_constraints``; this gives
+    them :meth:`get_params`, :meth:`clone`, :meth:`_validate_params` and a
+    ``repr`` that shows the parameters changed from their defaults.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+
+    @classmethod
+    def _param_defaults(cls) -> dict[str, Any]:
+        defaults = _PARAM_DEFAULTS.get(cls)
+        if defaults is None:  # read once per class: a sensor builds a detector per feature on every fit
+            signature = inspect.signature(cls.__init__)
+            defaults = {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+            _PARAM_DEFAULTS[cls] = defaults
+        return dict(defaults)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, by name."""
+        return {name: getattr(self, name) for name in self._param_defaults()}
+
+    def clone(self) -> Self:
+        """A new, unfitted instance with the same parameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def _validate_params(self) -> None:
+        validate_params(type(self).__name__, self._parameter_constraints, self.get_params())
+
+    def __repr__(self) -> str:
+        defaults = self._param_defaults()
+        changed = {name: value for name, value in self.get_params().items() if not _same(value, defaults[name])}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value is default or (type(value) is type(default) and value == default))
+    except (TypeError, ValueError):
+        return False

@@ -16,8 +16,6 @@ their changed parameters, clone and pickle.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -29,7 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from mape.errors import NotFittedError
-from mape.monitor.detectors._params import Constraint, validate_params
+from mape.monitor.detectors._params import Constraint, Parameterized
 
 
 @dataclass(frozen=True)
@@ -75,10 +73,9 @@ class DetectorResult:
     effect_name: str = ""
 
 
-_PARAM_DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
-class Detector(ABC):
+class Detector(Parameterized, ABC):
     """Base class of two-sample drift detectors.
 
     Subclasses declare ``test_name``, ``kind`` (the data they accept:
@@ -93,29 +90,13 @@ class Detector(ABC):
 
     def _reset(self) -> None:
         """Validate the parameters and forget any fitted state."""
-        validate_params(type(self).__name__, self._parameter_constraints, self.get_params())
+        self._validate_params()
         for name in self._fitted_attributes():
             delattr(self, name)
 
     def _fitted_attributes(self) -> list[str]:
         return [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]
 
-    @classmethod
-    def _param_defaults(cls) -> dict[str, Any]:
-        defaults = _PARAM_DEFAULTS.get(cls)
-        if defaults is None:  # read once per class: a sensor builds a detector per feature on every fit
-            signature = inspect.signature(cls.__init__)
-            defaults = {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
-            _PARAM_DEFAULTS[cls] = defaults
-        return dict(defaults)
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, by name."""
-        return {name: getattr(self, name) for name in self._param_defaults()}
-
-    def clone(self) -> Self:
-        """A new, unfitted detector with the same parameters."""
-        return type(self)(**copy.deepcopy(self.get_params()))
 
     def fit(self, reference: npt.ArrayLike | pd.Series) -> Self:
         """Learn the reference sample; returns ``self``."""
@@ -142,18 +123,6 @@ class Detector(ABC):
 
     @abstractmethod
     def _score(self, current: npt.ArrayLike | pd.Series) -> DetectorResult: ...
-
-    def __repr__(self) -> str:
-        defaults = self._param_defaults()
-        changed = {name: value for name, value in self.get_params().items() if not _same(value, defaults[name])}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-def _same(value: Any, default: Any) -> bool:
-    try:
-        return bool(value is default or (type(value) is type(default) and value == default))
-    except (TypeError, ValueError):
-        return False
 
 
 def numeric_sample(values: npt.ArrayLike | pd.Series) -> tuple[np.ndarray, int]:

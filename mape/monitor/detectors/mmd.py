@@ -20,8 +20,6 @@ one-column sample.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from mape.errors import InvalidParameterError, NotFittedError
-from mape.monitor.detectors._params import Boolean, Constraint, Interval, Options, validate_params
+from mape.monitor.detectors._params import Boolean, Constraint, Interval, Options, Parameterized
 from mape.monitor.detectors.base import DetectorResult
 
 if TYPE_CHECKING:
@@ -66,7 +64,7 @@ class MMDResult(DetectorResult):
     n_permutations: int = 0
 
 
-class MultivariateDetector(ABC):
+class MultivariateDetector(Parameterized, ABC):
     """Base class of two-sample drift detectors on tables (rows are samples, columns features).
 
     The same contract as :class:`~mape.monitor.detectors.base.Detector`, for
@@ -82,25 +80,13 @@ class MultivariateDetector(ABC):
 
     def _reset(self) -> None:
         """Validate the parameters and forget any fitted state."""
-        validate_params(type(self).__name__, self._parameter_constraints, self.get_params())
+        self._validate_params()
         for name in self._fitted_attributes():
             delattr(self, name)
 
     def _fitted_attributes(self) -> list[str]:
         return [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]
 
-    @classmethod
-    def _param_defaults(cls) -> dict[str, Any]:
-        signature = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, by name."""
-        return {name: getattr(self, name) for name in self._param_defaults()}
-
-    def clone(self) -> Self:
-        """A new, unfitted detector with the same parameters."""
-        return type(self)(**copy.deepcopy(self.get_params()))
 
     def fit(self, reference: Table) -> Self:
         """Learn the reference table; returns ``self``."""
@@ -127,18 +113,6 @@ class MultivariateDetector(ABC):
 
     @abstractmethod
     def _score(self, current: Table) -> DetectorResult: ...
-
-    def __repr__(self) -> str:
-        defaults = self._param_defaults()
-        changed = {name: value for name, value in self.get_params().items() if not _same(value, defaults[name])}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-def _same(value: Any, default: Any) -> bool:
-    try:
-        return bool(value is default or (type(value) is type(default) and value == default))
-    except (TypeError, ValueError):
-        return False
 
 
 class MMDDetector(MultivariateDetector):

@@ -21,15 +21,13 @@ warm-up), during which nothing is detected.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from mape.monitor.detectors._params import Constraint, Interval, validate_params
+from mape.monitor.detectors._params import Constraint, Interval, Parameterized
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ STANDARDISATION_CONSTRAINTS: dict[str, Constraint] = {
 }
 
 
-class OnlineDetector(ABC):
+class OnlineDetector(Parameterized, ABC):
     """Base class of streaming drift detectors.
 
     Subclasses declare ``_parameter_constraints`` (including
@@ -113,7 +111,7 @@ class OnlineDetector(ABC):
 
     def _reset(self) -> None:
         """Validate the parameters and forget the stream."""
-        validate_params(type(self).__name__, self._parameter_constraints, self.get_params())
+        self._validate_params()
         self.n_seen_ = 0
         self.n_missing_ = 0
         self.n_detections_ = 0
@@ -183,27 +181,4 @@ class OnlineDetector(ABC):
     def _step(self, x: float) -> bool:
         """Take one value after the warm-up; return whether it completes a detection."""
 
-    @classmethod
-    def _param_defaults(cls) -> dict[str, Any]:
-        signature = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, by name."""
-        return {name: getattr(self, name) for name in self._param_defaults()}
-
-    def clone(self) -> Self:
-        """A new detector with the same parameters that has seen nothing."""
-        return type(self)(**copy.deepcopy(self.get_params()))
-
-    def __repr__(self) -> str:
-        defaults = self._param_defaults()
-        changed = {name: value for name, value in self.get_params().items() if not _same(value, defaults[name])}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-def _same(value: Any, default: Any) -> bool:
-    try:
-        return bool(value is default or (type(value) is type(default) and value == default))
-    except (TypeError, ValueError):
-        return False
