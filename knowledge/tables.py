@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
@@ -295,6 +295,40 @@ class ActionRun(ActionRunBase, table=True):
 
     def __str__(self) -> str:
         return f"action run {self.id} ({self.action}, {self.state})"
+
+
+class ReferenceWindow(SQLModel, table=True):
+    """One version of a model's drift reference: the rows its drift and quality sensors compare windows with.
+
+    Versions are numbered per model (1, 2, ...) and belong to the model
+    version that was in production when they were taken. ``fixed`` and
+    ``rolling`` references are windows of the inference log (their bounds are
+    stored, with the rows' fingerprint to tell whether the log changed);
+    a ``reservoir`` reference is a sample that no window reproduces, so its
+    rows are stored too (``sample``: Parquet bytes), for the newest ``keep``
+    versions of a model version.
+    """
+
+    __tablename__ = "reference_window"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_reference_window_version"),
+                      Index("ix_reference_window_model_version_version", "model_version_id", "version"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="managed_model.id")
+    model_version_id: int = Field(foreign_key="model_version.id")
+    version: int
+    kind: str = Field(max_length=20)
+    window_start: Optional[datetime] = None
+    window_end: Optional[datetime] = None
+    n_rows: int = 0
+    n_seen: int = Field(0, description="reservoir: rows of the version seen by the monitor when the sample was taken.")
+    fingerprint: str = Field("", max_length=64, description="sha256 of the rows' content.")
+    reason: str = Field("", max_length=300)
+    sample: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    taken_at: datetime = Field(description="The tick (logical time) that took it.")
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def __str__(self) -> str:
+        return f"reference {self.version} ({self.kind}, {self.n_rows} rows)"
 
 
 class PolicyVersion(SQLModel, table=True):

@@ -522,6 +522,38 @@ def models_list(config: ConfigOption = None) -> None:
                 typer.echo(f"  v{version.version} {version.stage}{score} {version.artifact_uri}")
 
 
+@models_app.command("references")
+def models_references(
+    name: Annotated[str, typer.Argument(help="The managed model.")],
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 20,
+    config: ConfigOption = None,
+) -> None:
+    """The drift references a model's sensors compared with, newest first: version, kind, window, rows, why."""
+    from knowledge import registry
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.references import reference_sample, references
+    from knowledge.tables import ModelVersion
+
+    settings = _settings(config)
+    engine = create_engine_for(settings.db_url)
+    with session_scope(engine) as session:
+        try:
+            model = registry.get_model(session, name)
+        except registry.RegistryError as exc:
+            _fail(str(exc))
+        assert model.id is not None
+        rows = references(session, model.id, limit=limit)
+        if not rows:
+            typer.echo(f"{name}: no reference stored yet (the first tick with a production version takes one)")
+        for row in rows:
+            version = session.get(ModelVersion, row.model_version_id)
+            window = (f"[{row.window_start.isoformat() if row.window_start else '-'}, "
+                      f"{row.window_end.isoformat() if row.window_end else '-'})")
+            stored = " sample stored" if row.kind == "reservoir" and reference_sample(session, row.id) else ""
+            typer.echo(f"reference {row.version} ({row.kind}) of v{version.version if version else '?'} taken at "
+                       f"{row.taken_at.isoformat()}: {row.n_rows} rows {window}{stored}; {row.reason}")
+
+
 # ---------------------------------------------------------------------------------------------- actions
 
 

@@ -167,6 +167,60 @@ class QualityConfig(_Strict):
         return value
 
 
+class ReferenceConfig(_Strict):
+    """Which rows the drift and data-quality sensors compare each window with (:mod:`mape.monitor.reference`).
+
+    Every reference is stored in the knowledge base as a numbered version of
+    its model version (table ``reference_window``), and every drift
+    observation names the reference version it was measured against. A new
+    production version starts its own references.
+
+    - ``fixed`` (default): the production version's training window of the
+      inference log, taken once.
+    - ``rolling``: the ``length`` of inference log ending ``lag`` before the
+      tick, retaken every ``refresh``; only rows since the version's
+      promotion count, and while they are fewer than ``drift.min_samples``
+      the training window stands in.
+    - ``reservoir``: a uniform sample of ``size`` rows of everything the
+      monitor has seen of this version (seeded with the training window,
+      Vitter's algorithm R), snapshotted as a new version every ``refresh``;
+      the snapshot's rows are stored in the knowledge base.
+    """
+
+    kind: Literal["fixed", "rolling", "reservoir"] = Field("fixed", description="fixed, rolling or reservoir.")
+    length: timedelta = Field(timedelta(days=7), description="rolling: length of the reference window, e.g. 7d.")
+    lag: timedelta | None = Field(
+        None, description="rolling: gap between the reference's end and the tick; unset: the drift window, so the "
+                          "reference ends where the current window starts.")
+    refresh: timedelta = Field(timedelta(days=1), description="rolling, reservoir: age at which a new reference "
+                                                             "version is taken, e.g. 1d.")
+    size: int = Field(5000, ge=2, le=1_000_000, description="reservoir: rows in the sample.")
+    seed: int = Field(0, ge=0, description="reservoir: seed of the sampling (with the version and rows seen).")
+    keep: int = Field(10, ge=1, description="rolling, reservoir: stored samples kept per model version; older "
+                                            "versions keep their row (bounds, size, fingerprint) without the sample.")
+
+    _d = field_validator("length", "refresh", mode="before")(_duration)
+
+    @field_validator("lag", mode="before")
+    @classmethod
+    def _lag_duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else _duration(value)
+
+    @field_validator("length", "refresh")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"must be a positive duration, got {value}")
+        return value
+
+    @field_validator("lag")
+    @classmethod
+    def _lag_not_negative(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError(f"must not be negative, got {value}")
+        return value
+
+
 class PromotionConfig(_Strict):
     evaluation_window: timedelta = Field(
         timedelta(hours=1),
@@ -430,6 +484,9 @@ class ModelConfig(_Strict):
     quality: QualityConfig = Field(
         QualityConfig(), description="Data-quality checks of the drift window (schema, null rates, ranges, "
                                      "categories), run before drift.")
+    reference: ReferenceConfig = Field(
+        ReferenceConfig(), description="The reference the drift and quality sensors compare with: fixed (the "
+                                       "training window), rolling or reservoir; versioned in the knowledge base.")
     performance: PerformanceConfig = PerformanceConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig | None = Field(

@@ -22,7 +22,10 @@ policies depend on these names:
 - sensor ``drift``, labels ``{}``: ``drift.share_drifted``, ``drift.n_drifted``,
   ``drift.n_features``, ``drift.min_q_value``, ``drift.detected`` (1.0/0.0),
   ``drift.n_reference``, ``drift.n_current``; without a verdict (too few rows)
-  all but the last two have value ``None``;
+  all but the last two have value ``None``; ``drift.reference_version``: the
+  stored version of the reference compared with
+  (:mod:`mape.monitor.reference`; absent while the reference is too small to
+  store);
 - sensor ``drift``, labels ``{"feature": name, "test": "ks" | "cvm" | "chi2"}``:
   ``drift.feature.statistic``, ``drift.feature.p_value``,
   ``drift.feature.q_value``, ``drift.feature.drifted`` (1.0/0.0: significant
@@ -92,6 +95,7 @@ from mape._util.timeutil import ensure_utc
 from mape.config import CarbonConfig, FileSourceConfig, ModelConfig, PrometheusConfig, SqlSourceConfig
 from mape.data import TableSource, labelled_window, open_source
 from mape.errors import MapeError
+from mape.monitor.reference import Reference, ReferenceWindows
 from mape.monitor.sensors import DriftReport, DriftSensor, PerformanceReport, PerformanceSensor
 from mape.monitor.carbon import carbon_observations, sensor_from_config
 from mape.monitor.sensors.fairness import FairnessReport, FairnessSensor, fairness_observations
@@ -217,11 +221,12 @@ class Monitor:
     """Measures every configured model and writes its observations.
 
     Sources are opened once per model and kept; the quality and drift sensors
-    of a model are fitted once per production version (their reference is that
-    version's training window of the inference log, read once for both) and
-    kept until another version is in production. A reference smaller than a
-    sensor's ``min_samples`` is not kept, so a log filled in later is picked
-    up. Both score the same current window, read once per tick with all its
+    of a model are fitted once per reference version and kept until the
+    model's reference changes (:class:`~mape.monitor.reference.ReferenceWindows`:
+    fixed, rolling or reservoir, stored in the knowledge base; a new production
+    version brings its own). A reference is read once for both sensors; one
+    smaller than a sensor's ``min_samples`` is not kept, so a log filled in
+    later is picked up. Both score the same current window, read once per tick with all its
     columns (the schema check needs them). The last good summary of each
     sensor and model is kept for the fallback.
 
@@ -246,8 +251,11 @@ class Monitor:
         self._carbon = sensor_from_config(carbon) if carbon is not None else None
         self._prometheus = PrometheusSensor.from_config(prometheus) if prometheus is not None else None
         self._sources: dict[tuple[str, str], TableSource] = {}
-        self._drift_sensors: dict[str, tuple[int, DriftSensor]] = {}
-        self._quality_sensors: dict[str, tuple[int, DataQualitySensor]] = {}
+        # each model's reference (fixed, rolling, reservoir), versioned in the knowledge base
+        self._references = ReferenceWindows(self._read_window)
+        # sensors fitted on a stored reference, kept while it stays the model's reference (its key)
+        self._drift_sensors: dict[str, tuple[tuple[int, int], DriftSensor]] = {}
+        self._quality_sensors: dict[str, tuple[tuple[int, int], DataQualitySensor]] = {}
         self._last_good: dict[tuple[str, str], _LastGood] = {}
 
     def run(self, session: Session, model_ids: Mapping[str, int], at: datetime) -> MonitorReport:
@@ -257,6 +265,7 @@ class Monitor:
         errors: list[StageError] = []
         rows: list[Observation] = []
         carbon = self._guarded(errors, "*", "carbon", partial(self._carbon.measure, at)) if self._carbon else None
+        self._references.load(session, list(model_ids.values()))
         for cfg in self.models:
             model_id = model_ids.get(cfg.name)
             production = None if model_id is None else production_version(session, model_id)
@@ -267,14 +276,19 @@ class Monitor:
                 continue
             measured = partial(self._measured, errors, rows, cfg, model_id, at)
             # one read of each window serves both sensors (and none when both are fitted and the read fails)
-            reference = cache(partial(self._read_reference, cfg, production))
+            reference = cache(partial(self._references.resolve, session, cfg, production, at))
             current = cache(partial(self._read_current, cfg, at))
             quality = None
             if cfg.quality.enabled:
-                quality = measured("quality", partial(self._measure_quality, cfg, production, reference, current),
+                quality = measured("quality", partial(self._measure_quality, cfg, reference, current),
                                    quality_observations)
-            drift = measured("drift", partial(self._measure_drift, cfg, production, reference, current),
-                             drift_observations)
+            drift = measured("drift", partial(self._measure_drift, cfg, reference, current),
+                             lambda model_id, at, report: [*drift_observations(model_id, at, report),
+                                                           *reference_observations(model_id, at, reference())])
+            if drift is not None:
+                if cfg.reference.kind == "reservoir":  # the sample learns from the window the sensors just read
+                    self._guarded(errors, cfg.name, "reference",
+                                  partial(self._references.observe, cfg, production, current(), at))
             performance = measured("performance", partial(self._measure_performance, cfg, production, at),
                                    performance_observations)
             if carbon is not None:
@@ -296,41 +310,35 @@ class Monitor:
 
     # ------------------------------------------------------------------ sensors
 
-    def _read_reference(self, cfg: ModelConfig, production: ModelVersion) -> pd.DataFrame:
-        """The production version's training window of the inference log, every column."""
-        start, end = production.training_window_start, production.training_window_end
-        if start is None or end is None:
-            raise MapeError(f"version {production.version} of model {cfg.name} has no training window to compare with")
-        return self._source(cfg, "inference").read(ensure_utc(start), ensure_utc(end))
+    def _read_window(self, cfg: ModelConfig, start: datetime, end: datetime) -> pd.DataFrame:
+        """``[start, end)`` of the model's inference log, every column (references are read through this)."""
+        return self._source(cfg, "inference").read(start, end)
 
     def _read_current(self, cfg: ModelConfig, at: datetime) -> pd.DataFrame:
         """The drift window of the inference log ending at ``at``, every column."""
         return self._source(cfg, "inference").read(at - cfg.drift.window, at)
 
-    def _measure_quality(self, cfg: ModelConfig, production: ModelVersion, reference: Frame,
-                         current: Frame) -> QualityReport:
-        assert production.id is not None
+    def _measure_quality(self, cfg: ModelConfig, reference: Callable[[], Reference], current: Frame) -> QualityReport:
+        ref = reference()
         cached = self._quality_sensors.get(cfg.name)
-        if cached is not None and cached[0] == production.id:
+        if cached is not None and ref.key is not None and cached[0] == ref.key:
             sensor = cached[1]
         else:
-            sensor = DataQualitySensor.from_config(cfg.features, cfg.quality).fit(reference())
-            if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
-                self._quality_sensors[cfg.name] = (production.id, sensor)
+            sensor = DataQualitySensor.from_config(cfg.features, cfg.quality).fit(ref.frame())
+            if ref.key is not None and sensor.n_reference_ >= sensor.min_samples:  # else fitted again next tick
+                self._quality_sensors[cfg.name] = (ref.key, sensor)
         return sensor.score(current())
 
-    def _measure_drift(self, cfg: ModelConfig, production: ModelVersion, reference: Frame,
-                       current: Frame) -> DriftReport:
-        return self._drift_sensor(cfg, production, reference).score(current(), missing="skip")
+    def _measure_drift(self, cfg: ModelConfig, reference: Callable[[], Reference], current: Frame) -> DriftReport:
+        return self._drift_sensor(cfg, reference()).score(current(), missing="skip")
 
-    def _drift_sensor(self, cfg: ModelConfig, production: ModelVersion, reference: Frame) -> DriftSensor:
-        assert production.id is not None
+    def _drift_sensor(self, cfg: ModelConfig, reference: Reference) -> DriftSensor:
         cached = self._drift_sensors.get(cfg.name)
-        if cached is not None and cached[0] == production.id:
+        if cached is not None and reference.key is not None and cached[0] == reference.key:
             return cached[1]
-        sensor = DriftSensor.from_config(cfg.features, cfg.drift).fit(reference())
-        if sensor.n_reference_ >= sensor.min_samples:  # a reference too small is read again next tick
-            self._drift_sensors[cfg.name] = (production.id, sensor)
+        sensor = DriftSensor.from_config(cfg.features, cfg.drift).fit(reference.frame())
+        if reference.key is not None and sensor.n_reference_ >= sensor.min_samples:  # else fitted again next tick
+            self._drift_sensors[cfg.name] = (reference.key, sensor)
         return sensor
 
     def _measure_fairness(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> FairnessReport:
@@ -445,6 +453,14 @@ def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list
         rows.append(new_observation(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
                                     value=_value(feature.effect_size), labels={**labels, "effect": feature.effect_name}))
     return rows
+
+
+def reference_observations(model_id: int, at: datetime, reference: Reference) -> list[Observation]:
+    """``drift.reference_version``: the stored reference the drift and quality sensors compared with (none: unstored)."""
+    if reference.version is None:
+        return []
+    return [new_observation(time=at, model_id=model_id, sensor="drift", metric="drift.reference_version",
+                            value=float(reference.version))]
 
 
 def performance_observations(model_id: int, at: datetime, report: PerformanceReport) -> list[Observation]:

@@ -101,3 +101,38 @@ def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_a
         decision = session.exec(select(Decision)).one()
         assert (decision.status, decision.decided_by, decision.params) == ("approved", "alice", {"window": "6h"})
         assert session.exec(select(AuditEvent).where(AuditEvent.kind == "decision.requested")).one().actor == "alice"
+
+
+def test_models_references_lists_each_stored_reference_newest_first(tmp_path: Path):
+    from datetime import datetime, timezone
+
+    from examples.credit.demo import write_config
+    from knowledge import registry
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.migrate import upgrade
+    from knowledge.references import add_reference
+
+    config = write_config(tmp_path, REPO / "policies")
+    url = f"sqlite:///{tmp_path / 'mape.db'}"
+    upgrade(url)
+    engine = create_engine_for(url)
+    t0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    with session_scope(engine) as session:
+        model = registry.upsert_model(session, name="credit-risk")
+        v1 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v1")
+        registry.promote(session, v1, actor="test")
+    empty = runner.invoke(app, ["models", "references", "credit-risk", "--config", str(config)])
+    assert empty.exit_code == 0 and "no reference stored yet" in empty.output
+    with session_scope(engine) as session:
+        add_reference(session, model_id=model.id, model_version_id=v1.id, kind="fixed", taken_at=t0,
+                      window_start=t0, window_end=t0, n_rows=480, fingerprint="f" * 64, reason="the training window")
+        add_reference(session, model_id=model.id, model_version_id=v1.id, kind="reservoir", taken_at=t0,
+                      window_start=t0, window_end=t0, n_rows=300, fingerprint="e" * 64, reason="reservoir",
+                      sample=b"PAR1")
+    listed = runner.invoke(app, ["models", "references", "credit-risk", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.strip().splitlines()
+    assert lines[0].startswith("reference 2 (reservoir) of v1") and "300 rows" in lines[0] and "sample stored" in lines[0]
+    assert lines[1].startswith("reference 1 (fixed) of v1") and "the training window" in lines[1]
+    unknown = runner.invoke(app, ["models", "references", "nope", "--config", str(config)])
+    assert unknown.exit_code == 2 and "no managed model named 'nope'" in unknown.output

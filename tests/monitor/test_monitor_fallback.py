@@ -148,7 +148,7 @@ def test_a_failing_source_falls_back_to_the_last_good_values_within_fallback_for
             assert all(o.labels == {} for o in again)  # summaries only: no per-feature or per-column rows
             assert {(o.sensor, o.metric): o.value for o in again} == before
         assert rows_at(session, past.at, model_id) == []
-        assert len(rows_at(session, repaired.at, model_id)) == 29 + 27
+        assert len(rows_at(session, repaired.at, model_id)) == 30 + 27
 
     assert {o[0] for o in before} == {"quality", "drift", "performance"}
     for report in within:

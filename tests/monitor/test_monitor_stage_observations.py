@@ -130,7 +130,7 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     features = [("x1", "ks"), ("x2", "ks"), ("c1", "chi2")]
     expected_keys = {("drift", f"drift.{m}", ()) for m in (
         "share_drifted", "n_drifted", "n_features", "min_q_value", "detected", "max_effect_size", "n_reference",
-        "n_current")}
+        "n_current", "reference_version")}
     expected_keys |= {("drift", f"drift.feature.{m}", (("feature", f), ("test", t)))
                       for f, t in features for m in ("statistic", "p_value", "q_value", "drifted")}
     effects = {"x1": "wasserstein", "x2": "wasserstein", "c1": "js"}
@@ -145,13 +145,14 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
                       for m in ("out_of_range_share", "out_of_range_spike")}
     expected_keys |= {("quality", f"quality.column.{m}", (("column", "c1"),))
                       for m in ("unseen_category_share", "unseen_categories")}
-    assert len(rows) == len(got) == len(expected_keys) == 29 + 27
+    assert len(rows) == len(got) == len(expected_keys) == 30 + 27
     assert set(got) == expected_keys
     assert all(o.time == at for o in rows)
 
     # drift: x1 moved one sigma at hour 8; the reference is the 6 h training window.
     assert got[("drift", "drift.n_reference", ())] == 6 * 180
     assert got[("drift", "drift.n_current", ())] == 180
+    assert got[("drift", "drift.reference_version", ())] == 1  # the first stored reference: the training window
     assert got[("drift", "drift.detected", ())] == 1.0
     assert got[("drift", "drift.feature.drifted", (("feature", "x1"), ("test", "ks")))] == 1.0
     # one sigma moved: the Wasserstein effect size is about 1 reference standard deviation, far above the 0.1 floor
@@ -172,7 +173,7 @@ def test_one_tick_writes_exactly_the_contracted_rows(engine, world):
     assert summary.version == 1 and summary.detected is True and summary.n_labelled == 271
     assert summary.accuracy == pytest.approx(accuracy)
     assert got[("quality", "quality.schema_changes", ())] == 0 and got[("quality", "quality.n_current", ())] == 180
-    assert report.errors == () and report.n_observations == 29 + 27
+    assert report.errors == () and report.n_observations == 30 + 27
     assert "model churn (version 1)" in str(report)
     as_dict = json.loads(json.dumps(report.as_dict()))
     assert as_dict["models"]["churn"]["detected"] is True
@@ -249,7 +250,7 @@ def test_a_broken_source_or_missing_production_version_does_not_stop_the_others(
     with session_scope(engine) as session:
         assert rows_at(session, at, ids["broken"]) == []
         assert rows_at(session, at, ids["unpromoted"]) == []
-        assert len(rows_at(session, at, ids["churn"])) == 29 + 27
+        assert len(rows_at(session, at, ids["churn"])) == 30 + 27
     assert report.model("churn").detected is True
     assert report.as_dict()["errors"][1].startswith("Drift sensor for model broken failed: ")
 
@@ -266,6 +267,7 @@ def test_windows_without_enough_rows_write_no_data_values(engine, world):
     assert got == {
         "drift.share_drifted": None, "drift.n_drifted": None, "drift.n_features": None, "drift.min_q_value": None,
         "drift.detected": None, "drift.max_effect_size": None, "drift.n_reference": 1080.0, "drift.n_current": 0.0,
+        "drift.reference_version": 1.0,
         "performance.accuracy": None, "performance.precision": None, "performance.recall": None,
         "performance.f1": None, "performance.accuracy_drop": None, "performance.n_labelled": 0.0,
         **{f"quality.{m}": None for m in QUALITY_SUMMARY}, "quality.n_current": 0.0,
