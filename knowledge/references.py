@@ -37,13 +37,14 @@ class StoredReference:
     window_end: datetime | None
     n_rows: int
     n_seen: int
+    fingerprint: str
     taken_at: datetime
 
     @classmethod
     def of(cls, row: ReferenceWindow) -> StoredReference:
         assert row.id is not None
         return cls(row.id, row.model_id, row.model_version_id, row.version, row.kind, row.window_start,
-                   row.window_end, row.n_rows, row.n_seen, row.taken_at)
+                   row.window_end, row.n_rows, row.n_seen, row.fingerprint, row.taken_at)
 
 
 def latest_references_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, StoredReference]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,8 @@ from knowledge.tables import ModelVersion
 from mape._util.timeutil import ensure_utc
 from mape.config import ModelConfig
 from mape.errors import MapeError
+
+logger = logging.getLogger(__name__)
 
 #: Reads ``[start, end)`` of a model's inference log, every column.
 WindowReader = Callable[[ModelConfig, datetime, datetime], pd.DataFrame]
@@ -193,7 +196,15 @@ class ReferenceWindows:
         if row.window_start is None or row.window_end is None:
             raise MapeError(f"reference {row.version} of model {cfg.name} has no window")
         start, end = ensure_utc(row.window_start), ensure_utc(row.window_end)
-        return Reference(key, row.version, row.kind, lambda: self.read(cfg, start, end))
+
+        def read_again() -> pd.DataFrame:
+            frame = self.read(cfg, start, end)
+            if row.fingerprint and fingerprint(frame) != row.fingerprint:
+                logger.warning("Reference %d of model %s (%s) read again from the inference log differs from the rows "
+                               "stored as that version (%d rows then, %d now): the log changed in %s", row.version,
+                               cfg.name, row.kind, row.n_rows, len(frame), _span(start, end))
+            return frame
+        return Reference(key, row.version, row.kind, read_again)
 
     def _store(self, session: Session, cfg: ModelConfig, production: ModelVersion, at: datetime,
                frame: pd.DataFrame, *, kind: str, start: datetime | None, end: datetime | None, reason: str,

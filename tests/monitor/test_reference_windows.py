@@ -310,3 +310,16 @@ def test_monitor_compares_with_a_rolling_reference_that_follows_a_lasting_shift(
     versions = [v for _, v in verdicts["rolling"]]
     assert versions == [1, 1, 2, 3]  # a new version once the last is 6 hours old (the refresh)
     assert [v for _, v in verdicts["fixed"]] == [1, 1, 1, 1]
+
+
+def test_a_stored_window_that_changed_in_the_log_is_reported_when_read_again(engine, log_dir, caplog):
+    cfg = config(log_dir)
+    with session_scope(engine) as session:
+        register(session)
+    resolve(engine, ReferenceWindows(reader()), cfg, PROMOTED)
+    write_log(log_dir / "part-1.parquet", T0, T0 + timedelta(hours=1), seed=7)  # late rows inside the training window
+    with caplog.at_level("WARNING", logger="mape.monitor.reference"):
+        again, frame = resolve(engine, ReferenceWindows(reader()), cfg, PROMOTED + timedelta(hours=1))
+    assert again.version == 1 and len(frame) == 480 + 120
+    assert "Reference 1 of model churn (fixed) read again from the inference log differs" in caplog.text
+    assert "(480 rows then, 600 now)" in caplog.text
