@@ -32,7 +32,13 @@ test-fast: install
 lint: install
 	$(VENV)/bin/lint-imports
 
-bench: install
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
 clean:
