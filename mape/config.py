@@ -226,8 +226,21 @@ class PromotionConfig(_Strict):
         timedelta(hours=1),
         description="Champion/challenger window: the most recent labelled data, held out from training.",
     )
-    margin: float = Field(0.0, ge=0, le=1, description="The candidate may be at most this much worse than production.")
+    margin: float = Field(0.0, ge=0, le=1, description="The candidate may be at most this much worse than production "
+                                                      "(accuracy for classifiers, mean absolute error for regressors).")
     min_samples: int = Field(100, ge=1, description="Fewer labelled rows in the evaluation window: no promotion.")
+    test: Literal["noninferiority", "point"] = Field(
+        "noninferiority", description="noninferiority: promote only if the one-sided confidence bound of the paired "
+                                      "difference (same rows, both models) clears -margin, so a small window cannot "
+                                      "promote a worse model by luck; point: compare the two numbers alone.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the one-sided confidence bound.")
+    fairness_bound: float | None = Field(
+        0.05, ge=0, le=1, description="Models with a fairness section: the candidate's worst group gap (fairness_metric "
+                                      "over the sensitive attributes) may exceed production's by at most this; none: "
+                                      "no fairness gate.")
+    fairness_metric: Literal["equalized_odds_difference", "demographic_parity_difference",
+                             "equal_opportunity_difference"] = Field(
+        "equalized_odds_difference", description="The group gap the fairness gate compares.")
 
     _d = field_validator("evaluation_window", mode="before")(_duration)
 

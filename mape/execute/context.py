@@ -61,10 +61,15 @@ class ActionContext:
     serving_dir: Path = Path("serving")
 
     def labelled(self, start: datetime, end: datetime) -> pd.DataFrame:
-        """Predictions made in ``[start, end)`` joined with the labels that had arrived by ``at``."""
+        """Predictions made in ``[start, end)`` joined with the labels that had arrived by ``at``.
+
+        Columns: the features, and the fairness section's sensitive attributes (the promotion gate compares groups).
+        """
         cfg = self.config
         return labelled_window(
             self.source_factory(cfg.inference), self.source_factory(cfg.labels_source), start=start, end=end,
             as_of=self.at, prediction_column=cfg.prediction_column, label_column=cfg.label_column,
-            feature_columns=cfg.features.all, version_column=cfg.version_column,
+            feature_columns=[*cfg.features.all, *(c for c in (cfg.fairness.sensitive if cfg.fairness else ())
+                                                  if c not in cfg.features.all)],
+            version_column=cfg.version_column,
         )

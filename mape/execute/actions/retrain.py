@@ -79,9 +79,13 @@ def retrain(ctx: ActionContext, params: RetrainParams) -> dict[str, Any]:
 
     production = registry.production_version(ctx.session, ctx.model.id)
     champion = load_artifact(production.artifact_uri) if production is not None else None
+    promotion = cfg.promotion
     verdict = gate.compare(
         trained.estimator, champion, evaluation, features=cfg.features.all, task=cfg.task,
-        margin=cfg.promotion.margin, min_samples=cfg.promotion.min_samples,
+        margin=promotion.margin, min_samples=promotion.min_samples, test=promotion.test,
+        confidence=promotion.confidence, sensitive=cfg.fairness.sensitive if cfg.fairness else (),
+        fairness_bound=promotion.fairness_bound, fairness_metric=promotion.fairness_metric,
+        min_group_size=cfg.fairness.min_group_size if cfg.fairness else 50,
     )
     numbers = {**verdict.as_dict(), "champion_version": production.version if production else None,
                "evaluation_window": [str(holdout_start), str(newest)]}
