@@ -100,3 +100,11 @@ def references(session: Session, model_id: int, *, limit: int = 100) -> list[Ref
              .order_by(col(ReferenceWindow.version).desc()).limit(limit)
              .options(defer(ReferenceWindow.sample)))  # type: ignore[arg-type]
     return list(session.exec(query))
+
+
+def references_of_version(session: Session, model_version_id: int) -> list[ReferenceWindow]:
+    """A model version's references, newest first, without their samples."""
+    query = (select(ReferenceWindow).where(ReferenceWindow.model_version_id == model_version_id)
+             .order_by(col(ReferenceWindow.version).desc())
+             .options(defer(ReferenceWindow.sample)))  # type: ignore[arg-type]
+    return list(session.exec(query))

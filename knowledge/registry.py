@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from knowledge import audit
-from knowledge.tables import ManagedModel, ModelVersion, Stage
+from knowledge.tables import ActionRun, ManagedModel, ModelVersion, Stage, Verdict
 from mape._util.timeutil import utcnow
 
 
@@ -137,11 +137,20 @@ def reject(session: Session, version: ModelVersion, *, actor: str, reason: str,
 
 
 def rollback_target(session: Session, model_id: int) -> ModelVersion | None:
-    """The most recently retired version that was once in production: the last good one."""
+    """The last good version: the most recently retired one that was once in production and not found bad.
+
+    Found bad: rolled back from (its stage is then ``rejected``), or produced
+    by an action run whose verification failed. Versions whose verification
+    passed, or that predate verification (a bootstrap, a person's promotion),
+    are good.
+    """
+    failed = select(ActionRun.id).where(ActionRun.verdict == Verdict.failed.value)
     return session.exec(
         select(ModelVersion)
         .where(ModelVersion.model_id == model_id, ModelVersion.stage == Stage.archived.value,
                col(ModelVersion.promoted_at).is_not(None))
+        .where(or_(col(ModelVersion.created_by_action_run_id).is_(None),
+                   col(ModelVersion.created_by_action_run_id).not_in(failed)))
         .order_by(col(ModelVersion.retired_at).desc(), col(ModelVersion.version).desc())
         .limit(1)
     ).first()

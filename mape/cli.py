@@ -522,6 +522,121 @@ def models_list(config: ConfigOption = None) -> None:
                 typer.echo(f"  v{version.version} {version.stage}{score} {version.artifact_uri}")
 
 
+def _version_record(session, version) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """A version with its lineage: the run and decision that produced it, its gate numbers and references."""
+    from knowledge.references import references_of_version
+    from knowledge.tables import ActionRun, ModelVersion
+
+    run = session.get(ActionRun, version.created_by_action_run_id) if version.created_by_action_run_id else None
+    parent = session.get(ModelVersion, version.parent_version_id) if version.parent_version_id else None
+    return {
+        "version": version.version, "stage": version.stage, "artifact_uri": version.artifact_uri,
+        "training_window": [version.training_window_start, version.training_window_end],
+        "created_at": version.created_at, "promoted_at": version.promoted_at, "retired_at": version.retired_at,
+        "parent_version": parent.version if parent else None,
+        "produced_by": None if run is None else {"action_run": run.id, "decision": run.decision_id,
+                                                 "action": run.action, "state": run.state,
+                                                 "verdict": run.verdict, "flow_run_id": run.flow_run_id},
+        "metrics": version.metrics, "evaluation": version.evaluation,
+        "references": [{"version": r.version, "kind": r.kind, "n_rows": r.n_rows, "taken_at": r.taken_at,
+                        "window": [r.window_start, r.window_end]} for r in references_of_version(session, version.id)],
+    }
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="The managed model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """One model with every version and its lineage: training window, metrics, gate numbers, the run that made it."""
+    from knowledge import registry
+
+    settings = _settings(config)
+    with _knowledge_session(settings) as session:
+        try:
+            model = registry.get_model(session, name)
+        except registry.RegistryError as exc:
+            _fail(str(exc))
+        record = {"name": model.name, "owner": model.owner, "labels": model.labels,
+                  "versions": [_version_record(session, v) for v in registry.versions(session, model.id)]}
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    typer.echo(f"{record['name']} (owner {record['owner'] or '-'}, labels {record['labels']})")
+    for v in record["versions"]:
+        start, end = v["training_window"]
+        made = v["produced_by"]
+        origin = (f"made by action run {made['action_run']} ({made['action']}, decision {made['decision']}, "
+                  f"verdict {made['verdict'] or '-'})" if made else "registered outside the loop")
+        typer.echo(f"  v{v['version']} {v['stage']}: {v['artifact_uri']}; trained on [{start}, {end}); {origin}")
+        if v["evaluation"]:
+            typer.echo(f"    gate: {v['evaluation'].get('reason', v['evaluation'])}")
+        for ref in v["references"][:3]:
+            typer.echo(f"    reference {ref['version']} ({ref['kind']}, {ref['n_rows']} rows) taken at {ref['taken_at']}")
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="The managed model.")],
+    version: Annotated[int, typer.Argument(help="The version to put in production.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")],
+    actor: Annotated[str, typer.Option(help="Who; recorded in the audit trail.")] = os.environ.get("USER", "operator"),
+    config: ConfigOption = None,
+) -> None:
+    """Put a version in production now (the previous one is archived); refused while an action runs for the model."""
+    from sqlmodel import select
+
+    from knowledge import registry
+    from knowledge.queries import in_flight_actions
+    from knowledge.tables import ModelVersion
+
+    settings = _settings(config)
+    with _knowledge_session(settings) as session:
+        try:
+            model = registry.get_model(session, name)
+        except registry.RegistryError as exc:
+            _fail(str(exc))
+        row = session.exec(select(ModelVersion).where(ModelVersion.model_id == model.id,
+                                                      ModelVersion.version == version)).first()
+        if row is None:
+            _fail(f"model {name} has no version {version}")
+        if row.stage == "production":
+            _fail(f"version {version} of model {name} is already in production")
+        busy = in_flight_actions(session, model.id)
+        if busy:
+            _fail(f"model {name} has an action in flight ({busy[0]}); promote after it ends")
+        registry.promote(session, row, actor=actor, reason=f"by hand: {reason}")
+    typer.echo(f"{name}: version {version} is in production (promoted by {actor})")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="The managed model.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")],
+    actor: Annotated[str, typer.Option(help="Who; recorded with the decision.")] = os.environ.get("USER", "operator"),
+    config: ConfigOption = None,
+) -> None:
+    """Roll back to the last good version: an approved rollback decision the next tick runs like any other."""
+    from knowledge import registry
+
+    settings = _settings(config)
+    with _knowledge_session(settings) as session:
+        try:
+            model = registry.get_model(session, name)
+        except registry.RegistryError as exc:
+            _fail(str(exc))
+        target = registry.rollback_target(session, model.id)
+        if target is None:
+            _fail(f"model {name} has no earlier good version to roll back to")
+        to_version = target.version
+    from mape.controller import Controller
+
+    decision = Controller(settings).request_action(name, "rollback", actor=actor, reason=reason)
+    typer.echo(f"decision {decision.id}: rollback of {name} to version {to_version} approved by {actor}; "
+               "it runs at the next tick")
+
+
 @models_app.command("references")
 def models_references(
     name: Annotated[str, typer.Argument(help="The managed model.")],

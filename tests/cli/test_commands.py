@@ -136,3 +136,70 @@ def test_models_references_lists_each_stored_reference_newest_first(tmp_path: Pa
     assert lines[1].startswith("reference 1 (fixed) of v1") and "the training window" in lines[1]
     unknown = runner.invoke(app, ["models", "references", "nope", "--config", str(config)])
     assert unknown.exit_code == 2 and "no managed model named 'nope'" in unknown.output
+
+
+def test_models_show_promote_and_rollback_for_people(tmp_path: Path):
+    from datetime import datetime, timezone
+
+    from sqlmodel import select
+
+    from examples.credit.demo import write_config
+    from knowledge import registry
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.migrate import upgrade
+    from knowledge.tables import ActionRun, AuditEvent, Decision
+
+    config = write_config(tmp_path, REPO / "policies")
+    url = f"sqlite:///{tmp_path / 'mape.db'}"
+    upgrade(url)
+    engine = create_engine_for(url)
+    t0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    with session_scope(engine) as session:
+        model = registry.upsert_model(session, name="credit-risk")
+        v1 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v1", metrics={"accuracy": 0.9},
+                                       training_window=(t0, t0))
+        registry.promote(session, v1, actor="test", at=t0)
+        decision = Decision(model_id=model.id, policy_name="retrain-on-drift", action="retrain", status="proposed",
+                            dedup_key="k1")
+        session.add(decision)
+        session.flush()
+        run = ActionRun(decision_id=decision.id, model_id=model.id, action="retrain", state="succeeded",
+                        verdict="fail", idempotency_key=f"decision-{decision.id}")
+        session.add(run)
+        session.flush()
+        v2 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v2",
+                                       created_by_action_run_id=run.id)
+        registry.promote(session, v2, actor="engine", evaluation={"reason": "candidate accuracy 0.93 vs 0.90"})
+        v3 = registry.register_version(session, model_id=model.id, artifact_uri="file:///v3")
+        run_id, decision_id = run.id, decision.id
+
+    shown = runner.invoke(app, ["models", "show", "credit-risk", "--json", "--config", str(config)])
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.stdout)
+    v2_record = record["versions"][1]
+    assert v2_record["produced_by"] == {"action_run": run_id, "decision": decision_id, "action": "retrain",
+                                        "state": "succeeded", "verdict": "fail", "flow_run_id": None}
+    assert v2_record["parent_version"] == 1 and v2_record["evaluation"]["reason"].startswith("candidate accuracy")
+    text = runner.invoke(app, ["models", "show", "credit-risk", "--config", str(config)]).output
+    assert "v2 production: file:///v2" in text and f"made by action run {run_id} (retrain" in text
+
+    # v3 by hand: v2 (whose verification failed) is archived, so it is not a rollback target; v1 is
+    promoted = runner.invoke(app, ["models", "promote", "credit-risk", "3", "--reason", "hotfix", "--actor", "alice",
+                                   "--config", str(config)])
+    assert promoted.exit_code == 0, promoted.output
+    with session_scope(engine) as session:
+        assert registry.production_version(session, model.id).version == 3
+        assert registry.rollback_target(session, model.id).version == 1
+        assert session.exec(select(AuditEvent).where(AuditEvent.actor == "alice")).first() is not None
+    again = runner.invoke(app, ["models", "promote", "credit-risk", "3", "--reason", "x", "--config", str(config)])
+    assert again.exit_code == 2 and "already in production" in again.output
+    missing = runner.invoke(app, ["models", "promote", "credit-risk", "9", "--reason", "x", "--config", str(config)])
+    assert missing.exit_code == 2 and "has no version 9" in missing.output
+
+    rolled = runner.invoke(app, ["models", "rollback", "credit-risk", "--reason", "bad canary", "--actor", "bob",
+                                 "--config", str(config)])
+    assert rolled.exit_code == 0, rolled.output
+    assert "rollback of credit-risk to version 1 approved by bob" in rolled.output
+    with session_scope(engine) as session:
+        asked = session.exec(select(Decision).where(Decision.action == "rollback")).one()
+        assert (asked.status, asked.decided_by) == ("approved", "bob")
