@@ -750,6 +750,10 @@ class Settings(BaseSettings):
     db_url: str = Field("sqlite:///mape.db", description="Knowledge base: any SQLAlchemy URL; SQLite file by default.")
     policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
     artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
+    artifacts_uri: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
+        description="Write artifacts to this fsspec URI instead (s3://bucket/mape, gcs://..., memory://...; the "
+                    "protocol's package must be installed); unset: artifacts_dir.")
     serving_dir: Path = Field(Path("serving"),
                               description="State of the local serving target: its replicas' pids, ports and logs.")
     tick_interval: timedelta = Field(timedelta(minutes=5), description="Time between ticks of `mape run`.")

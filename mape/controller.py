@@ -133,7 +133,7 @@ class Controller:
                                prometheus=settings.prometheus)
         self.analyzer = Analyzer(settings.symptoms, stale_after=settings.stale_after)
         self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
-                                 artifacts_dir=Path(settings.artifacts_dir), actor=settings.controller_id,
+                                 artifacts_dir=settings.artifacts_uri or Path(settings.artifacts_dir), actor=settings.controller_id,
                                  notifications=settings.notifications, serving_dir=Path(settings.serving_dir),
                                  energy_metering=settings.energy_metering)
         self._policies_by_source: dict[str, LoadedPolicy] = {}

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from knowledge.tables import ActionRun, Decision, ManagedModel
 from mape.config import ModelConfig, NotificationSettings
+from mape.data.artifacts import Location
 from mape.data.labelled import labelled_window
 from mape.data.sources import TableSource, open_source
 
@@ -38,7 +39,7 @@ class ActionContext:
         The managed model's configuration (sources, features, training).
     at : datetime
         The logical time of the tick that runs the action.
-    artifacts_dir : Path
+    artifacts_dir : Path or str
         Where artifacts of this run are written.
     actor : str
         Who acts, for audit events.
@@ -54,7 +55,7 @@ class ActionContext:
     model: ManagedModel
     config: ModelConfig
     at: datetime
-    artifacts_dir: Path
+    artifacts_dir: Location
     actor: str
     source_factory: Callable[..., TableSource] = open_source
     notifications: NotificationSettings = field(default_factory=NotificationSettings)

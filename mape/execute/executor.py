@@ -36,6 +36,7 @@ from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState, Decision, ManagedModel
 from mape._util.timeutil import ensure_utc
 from mape.config import ModelConfig, NotificationSettings
+from mape.data.artifacts import Location
 from mape.data.energy import measure_energy
 from mape.data.sources import TableSource, open_source
 from mape.errors import PermanentActionError, TransientActionError
@@ -62,7 +63,8 @@ class Executor:
         Known action types.
     models : dict of str to ModelConfig
         Configuration of the managed models, by name.
-    artifacts_dir : Path
+    artifacts_dir : Path or str
+        Local directory, or an fsspec URI (``s3://bucket/mape``), under which artifacts are written.
         Root directory for artifacts.
     serving_dir : Path, optional
         State of the local serving target (default ``serving`` beside the working directory).
@@ -77,7 +79,7 @@ class Executor:
     """
 
     def __init__(self, engine: Engine, registry: ActionRegistry, *, models: dict[str, ModelConfig],
-                 artifacts_dir: Path, actor: str = "controller",
+                 artifacts_dir: Location, actor: str = "controller",
                  source_factory: Callable[..., TableSource] = open_source,
                  notifications: NotificationSettings | None = None, serving_dir: Path = Path("serving"),
                  energy_metering: bool = False) -> None:

@@ -23,6 +23,7 @@ from mape.errors import TransientActionError
 from mape.execute import gate
 from mape.execute.context import ActionContext
 from mape.execute.registry import action
+from mape.data.artifacts import join_location
 from mape.execute.training import TrainingRequest, load_artifact, run_entrypoint, save_artifact
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def retrain(ctx: ActionContext, params: RetrainParams) -> dict[str, Any]:
         params={**cfg.training.params, **params.model_dump(exclude={"window", "evaluation_window", "min_train_rows"})},
     )
     trained = run_entrypoint(cfg.training.entrypoint, request)
-    uri = save_artifact(trained.estimator, ctx.artifacts_dir / cfg.name / f"run-{ctx.run.id}")
+    uri = save_artifact(trained.estimator, join_location(ctx.artifacts_dir, cfg.name, f"run-{ctx.run.id}"))
     candidate = registry.register_version(
         ctx.session, model_id=ctx.model.id, artifact_uri=uri,
         metrics={"train_rows": len(training), **trained.metrics},
