@@ -15,6 +15,7 @@ values.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -117,8 +118,20 @@ class DriftConfig(_Strict):
                     "Without a floor, large windows flag negligible shifts (KS flags a 0.02-sigma shift every "
                     "time at a million rows); 0 turns a floor off.",
     )
+    backend: Literal["builtin", "alibi"] = Field(
+        "builtin", description="Who computes the tests: mape's own detectors, or alibi-detect's (KSDrift, CVMDrift, "
+                               "ChiSquareDrift), with the same correction, effect sizes and floors. alibi-detect is an "
+                               "optional extra under the Business Source License (pip install 'mape[alibi]'; it "
+                               "needs numpy < 2).")
 
     _d = field_validator("window", mode="before")(_duration)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, value: str) -> str:
+        if value == "alibi" and importlib.util.find_spec("alibi_detect") is None:  # looked up, not imported
+            raise ValueError("alibi-detect is not installed; pip install 'mape[alibi]'")
+        return value
 
     @field_validator("effect_floors")
     @classmethod
@@ -302,13 +315,77 @@ class LocalServingConfig(_Strict):
         return self
 
 
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # a DNS-1123 subdomain
+
+
+class KubernetesServingConfig(_Strict):
+    """A Kubernetes Deployment whose ``scale`` subresource the ``rescale`` action patches.
+
+    Credentials, first match wins: ``api_server`` (with a bearer token from the
+    environment variable ``token_env``, if named), else the pod's service
+    account (``in_cluster: true``), else a kubeconfig file (``kubeconfig``, or
+    ``$KUBECONFIG``, or ``~/.kube/config``) and its ``context``.
+    """
+
+    namespace: str = Field("default", max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                           description="Namespace of the Deployment.")
+    deployment: str = Field(max_length=253, pattern=_K8S_NAME, description="Name of the Deployment to scale.")
+    kubeconfig: Path | None = Field(None, description="Kubeconfig file; none: $KUBECONFIG or ~/.kube/config. "
+                                                       "Relative paths are resolved against the config file.")
+    context: str | None = Field(None, description="Kubeconfig context; none: the file's current context.")
+    in_cluster: bool = Field(False, description="Use the pod's service account (mape runs inside the cluster).")
+    api_server: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$",
+                                   description="API server URL, e.g. https://10.0.0.1:6443; instead of a kubeconfig.")
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="Environment variable holding the bearer token for api_server.")
+    ca_cert: Path | None = Field(None, description="CA bundle that signed api_server's certificate.")
+    verify_tls: bool = Field(True, description="Check api_server's TLS certificate (turn off only for tests).")
+    request_timeout: timedelta = Field(timedelta(seconds=10),
+                                       description="How long one API request may take, e.g. 10s.")
+    endpoint: str | None = Field(None, description="URL clients reach the model at (its Service or Ingress); "
+                                                    "reported while any replica is ready.")
+
+    _d = field_validator("request_timeout", mode="before")(_duration)
+
+    @field_validator("request_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"request_timeout must be positive, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> "KubernetesServingConfig":
+        if self.in_cluster and self.api_server is not None:
+            raise ValueError("in_cluster and api_server are two ways to reach the API server; give one of them")
+        if (self.in_cluster or self.api_server is not None) and (self.kubeconfig or self.context):
+            other = "kubeconfig" if self.kubeconfig else "context"
+            raise ValueError(f"{other} is for a kubeconfig file; it cannot be combined with "
+                             f"{'in_cluster' if self.in_cluster else 'api_server'}")
+        if self.token_env is not None and self.api_server is None:
+            raise ValueError("token_env names the token for api_server; give api_server too")
+        return self
+
+
 class ServingConfig(_Strict):
     """Where a model serves predictions, and how its replicas may be scaled."""
 
-    target: Literal["local"] = Field("local", description="The serving target: local (model-server processes on "
-                                                           "loopback ports).")
+    target: Literal["local", "kubernetes"] = Field(
+        "local", description="The serving target: local (model-server processes on loopback ports) or kubernetes "
+                             "(a Deployment, scaled through its scale subresource; needs the kubernetes section).")
     replicas: ScaleBounds = Field(default_factory=ScaleBounds)
     local: LocalServingConfig = Field(default_factory=LocalServingConfig)
+    kubernetes: KubernetesServingConfig | None = Field(
+        None, description="The Deployment of a kubernetes target (pip install 'mape[kubernetes]').")
+
+    @model_validator(mode="after")
+    def _target_has_its_section(self) -> "ServingConfig":
+        if self.target == "kubernetes" and self.kubernetes is None:
+            raise ValueError("target kubernetes needs a kubernetes section naming at least the deployment")
+        if self.target != "kubernetes" and self.kubernetes is not None:
+            raise ValueError(f"a kubernetes section is given but target is {self.target!r}; "
+                             f"set target: kubernetes or remove the section")
+        return self
 
 
 class GPUSensorConfig(_Strict):
@@ -857,6 +934,14 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     path = source.get("path")
                     if isinstance(path, str) and not Path(path).is_absolute():
                         model[source_key] = {**source, "path": str(base / path)}
+            serving = model.get("serving")
+            k8s = serving.get("kubernetes") if isinstance(serving, dict) else None
+            if isinstance(k8s, dict):
+                k8s = dict(k8s)
+                for key in ("kubeconfig", "ca_cert"):
+                    if isinstance(k8s.get(key), str) and not Path(k8s[key]).expanduser().is_absolute():
+                        k8s[key] = str(base / k8s[key])
+                model["serving"] = {**serving, "kubernetes": k8s}
         models.append(model)
     if models:
         data["models"] = models

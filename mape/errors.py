@@ -31,6 +31,10 @@ class NotFittedError(MapeError, ValueError):
     """A detector or estimator was used before ``fit``."""
 
 
+class MissingDependencyError(MapeError, ImportError):
+    """An optional dependency that the configuration asks for is not installed; the message says what to install."""
+
+
 class ConfigError(MapeError, ValueError):
     """The configuration file or environment is invalid.
 
@@ -136,6 +140,10 @@ class DataSourceError(MapeError):
     """A data source cannot be read, or lacks a configured column."""
 
 
+class ScheduleError(MapeError, ValueError):
+    """A scheduling request cannot be met: an empty window, or a forecast that does not cover it."""
+
+
 class ActionError(MapeError):
     """Base class of failures raised by effectors."""
 
@@ -153,7 +161,8 @@ class TransientActionError(ActionError):
 
 
 class ServingError(MapeError):
-    """A serving target cannot act: no free port, a replica fails to start, the artifact is unreadable.
+    """A serving target cannot act: no free port, a replica fails to start, the artifact is unreadable, the API
+    server refuses.
 
     Parameters
     ----------
@@ -164,19 +173,26 @@ class ServingError(MapeError):
         starts with it.
     log_tail : str, optional
         The last lines a failed replica wrote, appended to the message.
+    transient : bool
+        Whether trying again later may succeed (a timeout, an overloaded API
+        server); False when only a change of configuration or permissions can
+        help (an unknown deployment, a refused token). The ``rescale`` action
+        retries transient failures and fails at once on the others.
     """
 
-    def __init__(self, message: str, *, model: str, log_tail: str | None = None):
+    def __init__(self, message: str, *, model: str, log_tail: str | None = None, transient: bool = True):
         self.message = message
         self.model = model
         self.log_tail = log_tail
+        self.transient = transient
         text = f"serving model {model}: {message}"
         if log_tail:
             text += f"\n--- last lines of its log ---\n{log_tail.rstrip()}"
         super().__init__(text)
 
     def __reduce__(self) -> tuple[Any, ...]:  # keyword-only arguments: pickle (to and from flow workers) by name
-        return functools.partial(type(self), model=self.model, log_tail=self.log_tail), (self.message,)
+        return (functools.partial(type(self), model=self.model, log_tail=self.log_tail, transient=self.transient),
+                (self.message,))
 
 
 class SimulationError(MapeError):

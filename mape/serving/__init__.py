@@ -4,7 +4,9 @@ Who calls it: the ``rescale`` effector plans a step with
 :func:`~mape.serving.target.plan_replicas` and applies it to a
 :class:`~mape.serving.target.ServingTarget`;
 :class:`~mape.serving.local.LocalReplicaSet` is the target that runs
-:mod:`mape.serving.model_server` processes on this machine. The
+:mod:`mape.serving.model_server` processes on this machine,
+:class:`~mape.serving.kubernetes.KubernetesDeployment` the one that scales a
+Deployment in a Kubernetes cluster. The
 package imports only the interface eagerly, so that starting a model server
 (``python -m mape.serving.model_server``) loads nothing it does not use.
 """
@@ -16,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from mape.serving.target import ScaleBounds, ScaleStep, ServingHealth, ServingTarget, plan_replicas
 
 if TYPE_CHECKING:
+    from mape.serving.kubernetes import KubernetesDeployment
     from mape.serving.local import LocalReplicaSet, ReplicaRecord
 
 __all__ = [
+    "KubernetesDeployment",
     "LocalReplicaSet",
     "ReplicaRecord",
     "ScaleBounds",
@@ -34,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from mape.serving import local
 
         return getattr(local, name)
+    if name == "KubernetesDeployment":
+        from mape.serving import kubernetes
+
+        return kubernetes.KubernetesDeployment
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """The serving target a model's ``serving`` configuration describes.
 
 Who calls it: the ``rescale`` effector (to scale) and the Monitor stage (to
-read the replica counts every tick), so both see the same replicas.
+read the replica counts every tick), so both see the same replicas:
+:class:`~mape.serving.local.LocalReplicaSet` for ``target: local``,
+:class:`~mape.serving.kubernetes.KubernetesDeployment` for ``target: kubernetes``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ def target_for(cfg: ModelConfig, serving_dir: Path,
         Where local replica sets keep their state (``serving_dir`` in the settings).
     artifact : callable, optional
         Returns the version number and artifact URI new replicas serve (the
-        production version). Without it the target can be read but not scaled up.
+        production version). Without it a local target can be read but not
+        scaled up. A Kubernetes Deployment's pods run what its pod template
+        names, so it ignores ``artifact``.
     """
     if cfg.serving is None:
         return None
+    if cfg.serving.target == "kubernetes":
+        assert cfg.serving.kubernetes is not None  # ServingConfig requires the section for this target
+        from mape.serving.kubernetes import KubernetesDeployment  # the client itself is imported on first use
+
+        return KubernetesDeployment.from_config(cfg.name, cfg.serving.kubernetes)
 
     def observe_only() -> tuple[int, str]:
         raise ServingError("is only observed here; scaling it needs the production version's artifact",

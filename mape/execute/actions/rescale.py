@@ -12,7 +12,12 @@ change" succeeds without touching the target and says why in its result.
 
 Idempotent: the target is asked for an absolute count, so a retried run that
 already scaled changes nothing. The result records ``from``, ``to``,
-``requested``, ``limited_by`` and the target's health afterwards.
+``requested``, ``limited_by`` and the target's health afterwards (``ready``,
+``endpoints``, and ``health``, its sentence; a health check that fails after
+the scaling leaves ``ready`` null and does not fail the run). A
+:class:`~mape.errors.ServingError` that is ``transient`` (a timeout, an API
+server answering 5xx) is retried after a minute; any other (a refused token,
+an unknown Deployment) fails the run at once.
 """
 
 from __future__ import annotations
@@ -98,7 +103,10 @@ def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
     target = serving_target(ctx)
     assert ctx.config.serving is not None  # serving_target raised otherwise
     bounds = ctx.config.serving.replicas
-    current = target.replicas()
+    try:
+        current = target.replicas()
+    except ServingError as exc:
+        raise _action_error(exc) from None
     requested = params.replicas if params.replicas is not None else max(0, current + (params.by or 0))
     step = plan_replicas(current, requested, bounds, at=ctx.at,
                          last_scale_up_at=last_scale_up(ctx.session, ctx.model.id, before=ctx.at))
@@ -108,8 +116,20 @@ def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
         try:
             result["to"] = target.scale(step.target)
         except ServingError as exc:
-            raise TransientActionError(str(exc), delay=60) from None
-    health = target.health()
+            raise _action_error(exc) from None
+    try:
+        health = target.health()
+    except ServingError as exc:  # the scaling is done: failing now would lose it from the record
+        result.update(ready=None, endpoints=[], health=str(exc))
+        return result
     result["ready"] = health.ready
     result["endpoints"] = list(health.endpoints)
+    result["health"] = str(health)
     return result
+
+
+def _action_error(exc: ServingError) -> TransientActionError | PermanentActionError:
+    """A transient serving failure is retried after a minute; any other fails the run at once."""
+    if exc.transient:
+        return TransientActionError(str(exc), delay=60)
+    return PermanentActionError(str(exc))
