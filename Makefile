@@ -1,14 +1,19 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 # Both create .venv and install the project with the pinned dependency set
 # (constraints.txt) once; later runs reuse it until pyproject.toml or
-# constraints.txt change.
+# constraints.txt change. `make test-alibi` (the last step of `make test`)
+# does the same for .venv-alibi: the optional alibi-detect backend, whose
+# pinned set (constraints-alibi.txt) has numpy 1.26 and pyarrow 21.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ALIBI_VENV ?= .venv-alibi
+ALIBI_PY := $(ALIBI_VENV)/bin/python
+ALIBI_STAMP := $(ALIBI_VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install install-alibi demo test test-alibi test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -18,6 +23,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+install-alibi: $(ALIBI_STAMP)
+
+$(ALIBI_STAMP): pyproject.toml constraints-alibi.txt
+	$(PYTHON) -m venv $(ALIBI_VENV)
+	$(ALIBI_PY) -m pip install --quiet --upgrade pip
+	$(ALIBI_PY) -m pip install --quiet -c constraints-alibi.txt -e '.[alibi,dev]'
+	touch $(ALIBI_STAMP)
+
 demo: install
 	$(VENV)/bin/mape demo
 
@@ -25,6 +38,11 @@ test: install
 	.ci/services
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+	$(MAKE) test-alibi
+
+# The alibi-detect backend's tests and doctests, and the Monitor stage's whole suite on numpy 1.26.
+test-alibi: install-alibi
+	$(ALIBI_PY) -m pytest tests/monitor mape/monitor
 
 test-fast: install
 	$(PY) -m pytest -m "not slow and not postgres"
@@ -42,4 +60,4 @@ bench: install $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .mape-demo .pytest_cache
+	rm -rf $(VENV) $(ALIBI_VENV) .mape-demo .pytest_cache

@@ -24,8 +24,15 @@ full suite, three times for the variants (the median is
 
 Baselines, measured in the same run on the same data: scipy's ``ks_2samp``
 and scipy's ``wasserstein_distance`` per feature (median of 3 runs; one run
-of ``wasserstein_distance`` on 1M x 10, which takes 6 to 9 s). The ratios
-are baseline time over the median of ours.
+of ``wasserstein_distance`` on 1M x 10, which takes 6 to 9 s), and
+alibi-detect's ``TabularDrift`` (KS per feature and the FDR correction: what
+our sensor does, without the effect sizes; median of 3 runs, and one run on
+the shifted table). alibi-detect needs numpy < 2, so ``TabularDrift`` runs in
+a subprocess with the Python of ``.venv-alibi`` (``make test-alibi`` builds
+it; ``MAPE_ALIBI_PYTHON`` names another) on the same arrays, written to
+``.npy`` files (:mod:`benchmarks.alibi_tabular`); without that environment
+the result says it is not available. The ratios (``speedup_over_...``) are
+baseline time over the median of ours.
 
 Quality, of the default sensor (alpha 0.05, default floors):
 
@@ -45,10 +52,14 @@ shared with other work).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +75,10 @@ from mape.monitor.multiple_testing import benjamini_hochberg
 from mape.monitor.sensors import DriftSensor
 
 CATEGORIES = np.array([f"c{i}" for i in range(8)], dtype=object)
+
+#: The Python of the environment with alibi-detect (numpy 1.26) that ``make test-alibi`` builds.
+ALIBI_PYTHON = Path(__file__).resolve().parent.parent / ".venv-alibi" / "bin" / "python"
+ALIBI_MISSING = "not available (make test-alibi builds .venv-alibi)"
 
 
 def _timed(action: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -158,6 +173,15 @@ def speed(rows: int, n_features: int, *, repeat: int = 5, seed: int = 0) -> dict
     result["all_shifted_speedup_over_scipy_ks"] = round(
         shifted_ks_s / result["sensor_ks_wasserstein_all_shifted"]["score_median_s"], 2)
 
+    alibi = alibi_tabular_drift(reference, current, shifted)
+    result["baseline_alibi_tabular_drift"] = alibi
+    if "score_median_s" in alibi:
+        result["speedup_over_alibi_tabular_drift"] = round(alibi["score_median_s"] / ours, 2)
+        result["full_suite_speedup_over_alibi_tabular_drift"] = round(
+            alibi["score_median_s"] / result["full_suite"]["score_median_s"], 2)
+        result["all_shifted_speedup_over_alibi_tabular_drift"] = round(
+            alibi["all_shifted_score_s"] / result["sensor_ks_wasserstein_all_shifted"]["score_median_s"], 2)
+
     result["baseline_scipy_ks_2samp_s"] = round(ks_s, 3)
     result["baseline_scipy_wasserstein_distance_s"] = round(wasserstein_s, 3)
     result["baseline_scipy_ks_plus_wasserstein_s"] = round(ks_s + wasserstein_s, 3)
@@ -166,6 +190,24 @@ def speed(rows: int, n_features: int, *, repeat: int = 5, seed: int = 0) -> dict
     result["full_suite_speedup_over_scipy_ks_plus_wasserstein"] = round(
         (ks_s + wasserstein_s) / result["full_suite"]["score_median_s"], 2)
     return result
+
+
+def alibi_tabular_drift(reference: pd.DataFrame, current: pd.DataFrame, shifted: pd.DataFrame,
+                        repeat: int = 3) -> dict[str, Any]:
+    """alibi-detect's ``TabularDrift`` on the same tables, timed by :mod:`benchmarks.alibi_tabular` in .venv-alibi."""
+    python = Path(os.environ.get("MAPE_ALIBI_PYTHON", ALIBI_PYTHON))
+    if not python.exists():
+        return {"status": ALIBI_MISSING}
+    with tempfile.TemporaryDirectory(prefix="mape-drift-suite-") as directory:
+        for name, frame in (("reference", reference), ("current", current), ("shifted", shifted)):
+            np.save(Path(directory) / f"{name}.npy", frame.to_numpy(dtype=float))
+        script = Path(__file__).with_name("alibi_tabular.py")
+        done = subprocess.run([str(python), str(script), directory, str(repeat)], capture_output=True, text=True,
+                              timeout=1800)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+        return {"status": f"failed: {last}"}
+    return {"python": str(python), **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def false_alarms(checks: int = 400, rows: int = 5000, n_features: int = 50, seed: int = 1) -> dict[str, Any]:

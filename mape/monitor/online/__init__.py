@@ -13,10 +13,11 @@ from __future__ import annotations
 from mape.monitor.online.adwin import ADWIN
 from mape.monitor.online.base import OnlineDetector
 from mape.monitor.online.cusum import CUSUM, siegmund_arl, siegmund_threshold
+from mape.monitor.online.multivariate import MultivariateOnlineDetector  # rows; alibi-detect's online MMD and LSDD
 from mape.monitor.online.page_hinkley import PageHinkley
 
 #: Every public streaming detector class.
 ONLINE_DETECTORS: tuple[type[OnlineDetector], ...] = (PageHinkley, CUSUM, ADWIN)
 
-__all__ = ["ADWIN", "CUSUM", "ONLINE_DETECTORS", "OnlineDetector", "PageHinkley", "siegmund_arl",
-           "siegmund_threshold"]
+__all__ = ["ADWIN", "CUSUM", "MultivariateOnlineDetector", "ONLINE_DETECTORS", "OnlineDetector", "PageHinkley",
+           "siegmund_arl", "siegmund_threshold"]

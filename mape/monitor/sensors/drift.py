@@ -169,6 +169,13 @@ class DriftSensor:
         count as drifted; kinds not given keep :data:`DEFAULT_EFFECT_FLOORS`
         (0.1 for Wasserstein and PSI, 0.05 for Jensen-Shannon). All zeros give
         the test's verdict alone.
+    backend : {"builtin", "alibi"}, default "builtin"
+        Who computes each feature's test: mape's detectors, or alibi-detect's
+        (:class:`~mape.monitor.detectors.alibi.AlibiKSDetector`,
+        :class:`~mape.monitor.detectors.alibi.AlibiCVMDetector`,
+        :class:`~mape.monitor.detectors.alibi.AlibiChiSquareDetector`; the
+        optional extra ``mape[alibi]``, imported at :meth:`fit`). The
+        correction, effect sizes and floors are mape's either way.
 
     Attributes
     ----------
@@ -184,38 +191,53 @@ class DriftSensor:
         "numeric_test": Options(("ks", "cvm")),
         "numeric_effect": Options(EFFECTS),
         "categorical_effect": Options(("js", "psi")),
+        "backend": Options(("builtin", "alibi")),
     }
 
     def __init__(self, features: FeaturesConfig, *, alpha: float = 0.05, min_samples: int = 100,
                  numeric_test: Literal["ks", "cvm"] = "ks",
                  numeric_effect: Literal["wasserstein", "psi", "js"] = "wasserstein",
                  categorical_effect: Literal["js", "psi"] = "js",
-                 effect_floors: Mapping[str, float] | None = None) -> None:
+                 effect_floors: Mapping[str, float] | None = None,
+                 backend: Literal["builtin", "alibi"] = "builtin") -> None:
         self.features = features
         self.alpha = alpha
         self.min_samples = min_samples
         self.numeric_test = numeric_test
         self.numeric_effect = numeric_effect
         self.categorical_effect = categorical_effect
+        self.backend = backend
         validate_params(type(self).__name__, self._parameter_constraints,
                         {"alpha": alpha, "min_samples": min_samples, "numeric_test": numeric_test,
-                         "numeric_effect": numeric_effect, "categorical_effect": categorical_effect})
+                         "numeric_effect": numeric_effect, "categorical_effect": categorical_effect,
+                         "backend": backend})
         self.effect_floors = _floors(effect_floors)
+        if backend == "alibi":  # the backend's package is imported only when configured; alibi-detect at fit
+            from mape.monitor.detectors.alibi import require_alibi
+
+            require_alibi()
 
     @classmethod
     def from_config(cls, features: FeaturesConfig, drift: DriftConfig) -> Self:
         """The sensor a model's ``features`` and ``drift`` settings describe."""
         return cls(features, alpha=drift.alpha, min_samples=drift.min_samples, numeric_test=drift.numeric_test,
                    numeric_effect=drift.numeric_effect, categorical_effect=drift.categorical_effect,
-                   effect_floors=drift.effect_floors)
+                   effect_floors=drift.effect_floors, backend=drift.backend)
 
     def __repr__(self) -> str:
         return (f"DriftSensor(numeric={self.features.numeric!r}, categorical={self.features.categorical!r}, "
                 f"alpha={self.alpha!r}, min_samples={self.min_samples!r}, numeric_test={self.numeric_test!r}, "
                 f"numeric_effect={self.numeric_effect!r}, categorical_effect={self.categorical_effect!r}, "
-                f"effect_floors={self.effect_floors!r})")
+                f"effect_floors={self.effect_floors!r}, backend={self.backend!r})")
 
     def _detector(self, column: str) -> Detector:
+        if self.backend == "alibi":
+            from mape.monitor.detectors import alibi
+
+            if column in self.features.numeric:
+                numeric = alibi.AlibiKSDetector if self.numeric_test == "ks" else alibi.AlibiCVMDetector
+                return numeric(alpha=self.alpha, effect=self.numeric_effect)
+            return alibi.AlibiChiSquareDetector(alpha=self.alpha, effect=self.categorical_effect)
         if column in self.features.numeric:
             numeric = KSDetector if self.numeric_test == "ks" else CVMDetector
             return numeric(alpha=self.alpha, effect=self.numeric_effect)
