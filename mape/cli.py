@@ -197,6 +197,8 @@ def drift(
     test: Annotated[str, typer.Option(help="Test of numeric columns: ks (Kolmogorov-Smirnov) or cvm "
                                            "(Cramér-von Mises).")] = "ks",
     min_samples: Annotated[int, typer.Option(help="Fewer rows than this in either file: no verdict.")] = 100,
+    backend: Annotated[str, typer.Option(help="Who computes the tests: builtin (mape's) or alibi (alibi-detect's; "
+                                              "pip install 'mape[alibi]').")] = "builtin",
 ) -> None:
     """Test every column of --current against --reference for drift and print the verdict as JSON.
 
@@ -217,8 +219,16 @@ def drift(
 
     if test not in ("ks", "cvm"):
         _fail(f"--test {test!r}: use ks or cvm")
+    if backend not in ("builtin", "alibi"):
+        _fail(f"--backend {backend!r}: use builtin or alibi")
+    if backend == "alibi":
+        import importlib.util
+
+        if importlib.util.find_spec("alibi_detect") is None:
+            _fail("--backend alibi: alibi-detect is not installed; pip install 'mape[alibi]'")
     try:  # the options, before reading large files
-        DriftSensor(FeaturesConfig(), alpha=alpha, min_samples=min_samples, numeric_test=test)  # type: ignore[arg-type]
+        DriftSensor(FeaturesConfig(), alpha=alpha, min_samples=min_samples, numeric_test=test,  # type: ignore[arg-type]
+                    backend=backend)  # type: ignore[arg-type]
     except InvalidParameterError as exc:
         _fail(str(exc))
     frames: list[pd.DataFrame] = []
@@ -266,7 +276,7 @@ def drift(
         typer.echo(f"warning: not tested, neither numeric nor categorical: {', '.join(skipped)} "
                    "(name them in --categorical to test them as categories)", err=True)
     sensor = DriftSensor(FeaturesConfig(numeric=numeric_columns, categorical=categorical_columns), alpha=alpha,
-                         min_samples=min_samples, numeric_test=test)  # type: ignore[arg-type]
+                         min_samples=min_samples, numeric_test=test, backend=backend)  # type: ignore[arg-type]
     report = sensor.fit(ref).score(cur)
 
     def number(value: float | None) -> float | None:

@@ -66,3 +66,20 @@ def test_every_wrapper_constructs_without_alibi_and_fails_at_fit_with_the_instal
 
     assert str(caught.value) == ALIBI_MISSING
     assert isinstance(caught.value, (MapeError, ImportError))
+
+
+@without_alibi
+def test_mape_drift_with_the_alibi_backend_names_the_extra_to_install(tmp_path: Path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from mape.cli import app
+
+    frame = pd.DataFrame({"x": np.arange(200.0)})
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    result = CliRunner().invoke(app, ["drift", "--reference", str(tmp_path / "a.csv"), "--current",
+                                      str(tmp_path / "a.csv"), "--backend", "alibi"])
+    assert result.exit_code == 2 and "pip install 'mape[alibi]'" in result.output
+    wrong = CliRunner().invoke(app, ["drift", "--reference", str(tmp_path / "a.csv"), "--current",
+                                     str(tmp_path / "a.csv"), "--backend", "evidently"])
+    assert wrong.exit_code == 2 and "--backend 'evidently': use builtin or alibi" in wrong.output

@@ -74,3 +74,23 @@ def test_false_alarms_with_the_alibi_backend_stay_near_alpha():
     alarms = sum(bool(DriftSensor(FEATURES, backend="alibi").fit(window(rng, 400)).score(window(rng, 300)).detected)
                  for _ in range(100))
     assert alarms <= 12  # BH at 0.05 across 8 features: mean at most 5 of 100, sd 2.2
+
+
+def test_mape_drift_cli_with_the_alibi_backend_gives_the_builtin_verdicts(tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mape.cli import app
+
+    rng = np.random.default_rng(11)
+    window(rng, 2000).to_csv(tmp_path / "reference.csv", index=False)
+    window(rng, 2000, shift={"x0": 0.5, "c1": 1.0}).to_csv(tmp_path / "current.csv", index=False)
+    verdicts = {}
+    for backend in ("builtin", "alibi"):
+        result = CliRunner().invoke(app, ["drift", "--reference", str(tmp_path / "reference.csv"), "--current",
+                                          str(tmp_path / "current.csv"), "--backend", backend])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        verdicts[backend] = sorted(f["feature"] for f in report["features"] if f["drifted"])
+    assert verdicts["alibi"] == verdicts["builtin"] == ["c1", "x0"]
