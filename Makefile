@@ -40,9 +40,10 @@ test: install
 	$(PY) -m pytest
 	$(MAKE) test-alibi
 
-# The alibi-detect backend's tests and doctests, and the Monitor stage's whole suite on numpy 1.26.
+# The alibi-detect backend's tests and doctests, and the Monitor stage's and the data sources' whole suites
+# on that older stack (numpy 1.26, pandas 2.3, pyarrow 21).
 test-alibi: install-alibi
-	$(ALIBI_PY) -m pytest tests/monitor mape/monitor
+	$(ALIBI_PY) -m pytest tests/monitor tests/data mape/monitor mape/data
 
 test-fast: install
 	$(PY) -m pytest -m "not slow and not postgres"

@@ -74,6 +74,19 @@ def production_version(session: Session, model_id: int) -> ModelVersion | None:
     ).first()
 
 
+def production_versions(session: Session, model_ids: Iterable[int]) -> dict[int, ModelVersion]:
+    """The production version of each of ``model_ids`` that has one, in one query (the monitor asks every tick)."""
+    ids = list(dict.fromkeys(model_ids))
+    found: dict[int, ModelVersion] = {}
+    if not ids:
+        return found
+    query = select(ModelVersion).where(col(ModelVersion.model_id).in_(ids),
+                                       ModelVersion.stage == Stage.production.value)
+    for version in session.exec(query.order_by(col(ModelVersion.id))):
+        found.setdefault(version.model_id, version)
+    return found
+
+
 def versions(session: Session, model_id: int) -> list[ModelVersion]:
     return list(session.exec(
         select(ModelVersion).where(ModelVersion.model_id == model_id).order_by(col(ModelVersion.version))

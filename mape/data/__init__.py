@@ -13,6 +13,6 @@ predictions to the labels that had arrived by a given time.
 from __future__ import annotations
 
 from mape.data.labelled import labelled_window
-from mape.data.sources import FileSource, SqlSource, TableSource, open_source
+from mape.data.sources import CachedWindow, FileSource, SqlSource, TableSource, open_source
 
-__all__ = ["FileSource", "SqlSource", "TableSource", "labelled_window", "open_source"]
+__all__ = ["CachedWindow", "FileSource", "SqlSource", "TableSource", "labelled_window", "open_source"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from mape._util.timeutil import ensure_utc
-from mape.data.sources import TableSource
+from mape.data.sources import TableSource, select
 from mape.errors import InvalidParameterError
 
 _KEY = "__mape_join_key__"
@@ -81,15 +82,39 @@ def labelled_window(
         )
     columns = [*left[:len(left) - len(versions)], label_column, *versions]
 
-    predictions = inference.read(start, end, columns=left)[left]
+    predictions = inference.read(start, end, columns=left)  # the timestamp first: ordered as ``columns`` below
+    if len(set(left)) < len(left):
+        predictions = predictions[left]  # a column asked for twice comes back twice
     if predictions.empty:
         return pd.DataFrame({c: predictions[c] if c in predictions else pd.Series(dtype=object) for c in columns})
 
     arrived = labels.read(start, as_of + timedelta(microseconds=1), columns=[labels.id_column, label_column])
-    arrived = arrived[(arrived[labels.timestamp_column] <= as_of) & arrived[label_column].notna()]
-    latest = arrived.drop_duplicates(labels.id_column, keep="last")[[labels.id_column, label_column]]
-    latest = latest.rename(columns={labels.id_column: id_column})
+    values = arrived[label_column]
+    counted = values.notna().to_numpy() & np.asarray(arrived[labels.timestamp_column].array <= as_of)
+    ids, values = arrived[labels.id_column][counted], values[counted]
+    latest = ~ids.duplicated(keep="last").to_numpy()
+    ids, values = ids[latest], values[latest]
 
+    prediction_ids = predictions[id_column]
+    if prediction_ids.dtype != ids.dtype:  # a merge settles the ids' types (and their text when one is numeric)
+        return _merged(predictions, ids, values, columns, id_column, time_column)
+    # an inner join on ids of one type, each with one label now: an index lookup (a merge costs several times more)
+    position = pd.Index(ids).get_indexer(prediction_ids)
+    taken = np.flatnonzero(position >= 0)
+    labelled = values.array.take(position[taken])
+    if len(set(columns)) < len(columns):  # a column asked for twice: frames keep repeated names, dicts do not
+        joined = select(predictions.take(taken).assign(**{label_column: labelled}), columns)
+    else:  # built once from the columns' arrays (each step on a frame costs more than the copying)
+        joined = pd.DataFrame({c: labelled if c == label_column else predictions[c].array.take(taken) for c in columns})
+    if not joined[time_column].is_monotonic_increasing:  # the read sorted them; a stable sort keeps that order
+        joined = joined.sort_values(time_column, kind="stable")
+    return joined.reset_index(drop=True)
+
+
+def _merged(predictions: pd.DataFrame, ids: pd.Series, values: pd.Series, columns: list[str], id_column: str,
+            time_column: str) -> pd.DataFrame:
+    """The inner join of predictions and the latest labels, ids of different types: by value, or as text."""
+    latest = pd.DataFrame({id_column: ids.array, values.name: values.array})
     if _comparable(predictions[id_column], latest[id_column]):
         joined = predictions.merge(latest, on=id_column, how="inner")
     else:  # e.g. integer ids in Parquet, string ids in CSV: join on the text

@@ -10,7 +10,9 @@ whose timestamp lies in ``[start, end)``, with the timestamp column converted
 to timezone-aware UTC (naive stored times are taken to be UTC) and sorted by
 it. A configured column that the data lacks raises
 :class:`~mape.errors.DataSourceError` naming the source and the column, and so
-does any failure to read; nothing else escapes.
+does any failure to read; nothing else escapes. :class:`CachedWindow` answers
+reads inside a window already read from memory (the monitor reads a model's
+current window once a tick for all its sensors).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import glob
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -37,6 +40,7 @@ from mape.config import FileSourceConfig, SqlSourceConfig
 from mape.errors import DataSourceError, InvalidParameterError
 
 _GLOB_CHARACTERS = frozenset("*?[")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class TableSource(ABC):
@@ -56,6 +60,8 @@ class TableSource(ABC):
 
     timestamp_column: str
     id_column: str
+    #: Whether a read of some columns is those columns of a read of all of them (:class:`CachedWindow` relies on it).
+    _partial_reads_alike: bool = True
 
     @property
     @abstractmethod
@@ -79,11 +85,15 @@ class TableSource(ABC):
             A requested column is missing, or the source cannot be read.
         """
         start, end = ensure_utc(start), ensure_utc(end)
-        wanted = None if columns is None else [
-            self.timestamp_column, *(c for c in dict.fromkeys(columns) if c != self.timestamp_column)
-        ]
+        wanted = self._wanted(columns)
         frame = self._read(start, end, wanted)
         return self._finish(frame, start, end, wanted)
+
+    def _wanted(self, columns: Sequence[str] | None) -> list[str] | None:
+        """The columns of a read in the order returned: the timestamp first, no repeats; None for all."""
+        return None if columns is None else [
+            self.timestamp_column, *(c for c in dict.fromkeys(columns) if c != self.timestamp_column)
+        ]
 
     @abstractmethod
     def _read(self, start: datetime, end: datetime, columns: list[str] | None) -> pd.DataFrame:
@@ -93,14 +103,26 @@ class TableSource(ABC):
         ts = self.timestamp_column
         if ts not in frame.columns:
             raise self._missing(ts)
-        try:
-            stamps = _to_utc(frame[ts])
-        except (ValueError, TypeError) as exc:
-            raise DataSourceError(f"{self.name}: column {ts!r} does not hold timestamps: {exc}") from None
-        inside = ((stamps >= start) & (stamps < end)).to_numpy()
-        frame = frame.loc[inside] if wanted is None else frame.loc[inside, wanted]
-        frame = frame.assign(**{ts: stamps[inside]})
-        return frame.sort_values(ts, kind="stable").reset_index(drop=True)
+        stamps = frame[ts]
+        converted = not _is_utc(stamps.dtype)
+        if converted:
+            try:
+                stamps = _to_utc(stamps)
+            except (ValueError, TypeError) as exc:
+                raise DataSourceError(f"{self.name}: column {ts!r} does not hold timestamps: {exc}") from None
+        # each step copies every column, so it is skipped where it would change nothing (the usual case of a
+        # scan that already applied the window to sorted rows)
+        times = stamps.array  # compared as an array: a Series' comparison costs several times more
+        inside = np.asarray((times >= start) & (times < end))
+        if not inside.all():
+            frame, stamps = frame.loc[inside], stamps[inside]
+        if wanted is not None:
+            frame = select(frame, wanted)
+        if converted:
+            frame = frame.assign(**{ts: stamps})
+        if not stamps.is_monotonic_increasing:
+            frame = frame.sort_values(ts, kind="stable")
+        return frame.reset_index(drop=True)
 
     def _missing(self, column: str) -> DataSourceError:
         return DataSourceError(f"{self.name} has no column {column!r}")
@@ -120,14 +142,111 @@ class TableSource(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
+def select(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame[columns]``, taken by position where the names are unique (a selection by name costs more).
+
+    >>> select(pd.DataFrame({"a": [1], "b": [2], "c": [3]}), ["c", "a"]).columns.tolist()
+    ['c', 'a']
+    """
+    names = frame.columns.tolist()
+    if names == columns:
+        return frame
+    position = {name: i for i, name in enumerate(names)}
+    if len(position) < len(names) or not all(c in position for c in columns):
+        return frame[columns]  # repeated names; or a missing one: the KeyError naming it
+    return frame.take([position[c] for c in columns], axis=1)
+
+
+def _is_utc(dtype: Any) -> bool:
+    """Whether a column holds aware UTC times as :func:`_to_utc` gives them (nothing to convert)."""
+    return isinstance(dtype, pd.DatetimeTZDtype) and dtype.tz is timezone.utc
+
+
+#: Text timestamps that carry their own offset (``...12:00:00+02:00``, ``...12:00Z``); a bare date does not.
+_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def _to_utc(values: pd.Series) -> pd.Series:
-    """Timestamps as aware UTC; text in any ISO 8601 spelling (files may differ), else pandas' inference."""
+    """Timestamps as aware UTC; text in any ISO 8601 spelling (files may differ), else pandas' inference.
+
+    Naive text is UTC. Text mixing values with and without offsets is parsed
+    in two groups: pandas 2.x applies the previous value's offset to a naive
+    one that follows it when parsing them together.
+    """
     if pd.api.types.is_string_dtype(values.dtype) or values.dtype == object:
         try:
+            text = values.astype("string")
+            aware = text.str.contains(_OFFSET, regex=True, na=False).to_numpy()
+            naive = ~aware & text.notna().to_numpy()
+            if aware.any() and naive.any():
+                parts = [pd.to_datetime(values[mask], utc=True, format="ISO8601") for mask in (aware, ~aware)]
+                return pd.concat(parts).reindex(values.index)
             return pd.to_datetime(values, utc=True, format="ISO8601")
         except (ValueError, TypeError):
             pass  # mixed or non-ISO spellings: pandas infers each value below
     return pd.to_datetime(values, utc=True)
+
+
+class CachedWindow(TableSource):
+    """A window of a source read once with every column; reads inside it are answered from memory.
+
+    Who calls it: the monitor, which reads a model's current window of the
+    inference log once a tick (the drift and quality sensors need every column)
+    and gives the performance sensor this view of the log, so the labelled
+    window and the label-free estimate do not read the file again. A read
+    inside ``[start, end)`` returns what the source would: the rows of its
+    window, the columns asked for (one the source lacks raises the source's
+    :class:`~mape.errors.DataSourceError`), sorted by time. Any other read, and
+    every read of a source whose reads of some columns differ from the same
+    columns of a full read (CSV files: a file lacking a column asked for is an
+    error, not nulls), goes to the source.
+
+    Parameters
+    ----------
+    source : TableSource
+        The source the window was read from.
+    frame : pandas.DataFrame
+        ``source.read(start, end)``.
+    start, end : datetime
+        The window read.
+
+    Examples
+    --------
+    >>> from datetime import timezone
+    >>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    >>> frame = pd.DataFrame({"timestamp": pd.date_range(t0, periods=4, freq="min"), "id": [1, 2, 3, 4]})
+    >>> log = CachedWindow(FileSource("log.parquet", kind="parquet"), frame, t0, t0 + pd.Timedelta("4min"))
+    >>> log.read(t0 + pd.Timedelta("1min"), t0 + pd.Timedelta("3min"), columns=["id"])["id"].tolist()
+    [2, 3]
+    """
+
+    def __init__(self, source: TableSource, frame: pd.DataFrame, start: datetime, end: datetime) -> None:
+        self.source = source
+        self.frame = frame
+        self.start, self.end = ensure_utc(start), ensure_utc(end)
+        self.timestamp_column = source.timestamp_column
+        self.id_column = source.id_column
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def read(self, start: datetime, end: datetime, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        start, end = ensure_utc(start), ensure_utc(end)
+        if not (self.source._partial_reads_alike and not self.frame.empty and self.start <= start
+                and end <= self.end):  # an empty frame may lack columns a read of no rows still returns
+            return self.source.read(start, end, columns)
+        wanted = self._wanted(columns)
+        self._check_columns(self.frame.columns.tolist(), wanted)
+        times = self.frame[self.timestamp_column].array  # sorted UTC times, as every read returns them
+        first, last = times.searchsorted([pd.Timestamp(start), pd.Timestamp(end)])
+        rows = self.frame.iloc[first:last] if first or last < len(times) else self.frame.copy(deep=False)
+        if wanted is not None:
+            rows = select(rows, wanted)
+        return rows.reset_index(drop=True) if first else rows
+
+    def _read(self, start: datetime, end: datetime, columns: list[str] | None) -> pd.DataFrame:
+        return self.source._read(start, end, columns)
 
 
 class FileSource(TableSource):
@@ -159,6 +278,9 @@ class FileSource(TableSource):
         self.kind = kind
         self.timestamp_column = timestamp_column
         self.id_column = id_column
+        self._schema: tuple[tuple[tuple[str, int, int], ...], pa.Schema] | None = None
+        self._footer: tuple[str, tuple[int, int], pq.FileMetaData] | None = None
+        self._partial_reads_alike = kind == "parquet"  # CSV: a file lacking a column asked for is an error
 
     @property
     def name(self) -> str:
@@ -188,11 +310,9 @@ class FileSource(TableSource):
 
     def _read_parquet(self, files: list[Path], start: datetime, end: datetime,
                       columns: list[str] | None) -> pd.DataFrame:
-        try:
-            schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-        except (pa.ArrowException, OSError) as exc:
-            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
-        schema = schema.remove_metadata()
+        if len(files) == 1:
+            return self._read_parquet_file(files[0], start, end, columns)
+        schema = self._unified_schema(files)
         self._check_columns(schema.names, columns or [self.timestamp_column])
         dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
         window = _arrow_window(self.timestamp_column, schema.field(self.timestamp_column).type, start, end)
@@ -205,7 +325,42 @@ class FileSource(TableSource):
                 table = dataset.to_table(columns=columns)  # the window is applied after reading
         except (pa.ArrowException, OSError) as exc:
             raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
-        return table.to_pandas()
+        return _to_pandas(table, self.timestamp_column)
+
+    def _read_parquet_file(self, file: Path, start: datetime, end: datetime,
+                           columns: list[str] | None) -> pd.DataFrame:
+        """One file, read directly (a dataset's scan costs more than the decoding of a window-sized file)."""
+        try:
+            with open(file, "rb") as handle:
+                info = os.fstat(handle.fileno())  # of the file opened, so the footer kept is the one read
+                stamp = (info.st_mtime_ns, info.st_size)
+                footer = self._footer if self._footer is not None and self._footer[:2] == (str(file), stamp) else None
+                parquet = pq.ParquetFile(handle, metadata=None if footer is None else footer[2])
+                if footer is None:  # the footer is parsed again only when the file changed
+                    self._footer = (str(file), stamp, parquet.metadata)
+                schema = parquet.schema_arrow.remove_metadata()
+                self._check_columns(schema.names, columns or [self.timestamp_column])
+                table = parquet.read(columns=columns, use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
+        # as the dataset reads it: the schema's pandas metadata (index, dtypes) is not applied
+        table = table.replace_schema_metadata(None)
+        if columns is not None and table.column_names != columns:
+            table = table.select(columns)  # in the order asked for (cheaper here than in pandas)
+        return _to_pandas(_window_rows(table, self.timestamp_column, start, end), self.timestamp_column)
+
+    def _unified_schema(self, files: list[Path]) -> pa.Schema:
+        """The files' schemas unified, kept while no file changes (their footers are not parsed every tick)."""
+        try:
+            key = tuple((str(f), *_stamp(f)) for f in files)
+            if self._schema is not None and self._schema[0] == key:
+                return self._schema[1]
+            schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+        except (pa.ArrowException, OSError) as exc:
+            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
+        schema = schema.remove_metadata()
+        self._schema = (key, schema)
+        return schema
 
     def _read_csv(self, files: list[Path], columns: list[str] | None) -> pd.DataFrame:
         wanted = None if columns is None else set(columns)
@@ -224,6 +379,50 @@ class FileSource(TableSource):
         if not frames:
             return self._empty(columns)
         return pd.concat(frames, ignore_index=True)
+
+
+def _stamp(file: Path) -> tuple[int, int]:
+    """What tells that a file changed: its modification time (ns) and size."""
+    info = file.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+def _window_rows(table: pa.Table, column: str, start: datetime, end: datetime) -> pa.Table:
+    """The rows with ``start <= column < end`` when the column is an Arrow timestamp; else all (filtered later).
+
+    Compared as integers in the column's unit (naive stored times are UTC);
+    rows sorted by time, as logs usually are, are sliced without a copy.
+    """
+    values = table.column(column)
+    if not pa.types.is_timestamp(values.type) or values.null_count:
+        return table
+    ticks = (values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()).to_numpy().view(np.int64)
+    low, high = _ticks(start, values.type.unit), _ticks(end, values.type.unit)
+    if ticks.size and bool((ticks[1:] >= ticks[:-1]).all()):
+        first, last = np.searchsorted(ticks, [low, high])
+        return table.slice(int(first), int(last - first))
+    return table.filter(pa.array((ticks >= low) & (ticks < high)))
+
+
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _ticks(moment: datetime, unit: str) -> int:
+    """``moment`` in ``unit`` since the epoch, rounded up (so ``moment <= t`` iff the result ``<= t``), within int64."""
+    delta = moment - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
+    ticks = -(-micros * _PER_SECOND[unit] // 10**6)
+    return min(max(ticks, _INT64[0]), _INT64[1])
+
+
+def _to_pandas(table: pa.Table, column: str) -> pd.DataFrame:
+    """The table as a frame, an Arrow timestamp column as UTC (``datetime.timezone.utc``, as :func:`_to_utc` gives)."""
+    position = table.schema.get_field_index(column)
+    if position >= 0 and pa.types.is_timestamp(table.schema.field(position).type):
+        utc = pa.timestamp(table.schema.field(position).type.unit, tz="+00:00")  # naive stored times are UTC
+        table = table.set_column(position, pa.field(column, utc), table.column(position).cast(utc))
+    return table.to_pandas(use_threads=False)
 
 
 def _arrow_window(column: str, type_: pa.DataType, start: datetime, end: datetime) -> ds.Expression | None:

@@ -89,19 +89,19 @@ import pandas as pd
 from sqlmodel import Session
 
 from knowledge.queries import add_observations
-from knowledge.registry import production_version
-from knowledge.tables import ModelVersion, Observation, new_observation
+from knowledge.registry import production_versions
+from knowledge.tables import ModelVersion, Observation, new_observation, observation_row
 from mape._util.timeutil import ensure_utc
 from mape.config import CarbonConfig, FileSourceConfig, ModelConfig, PrometheusConfig, SqlSourceConfig
-from mape.data import TableSource, labelled_window, open_source
-from mape.errors import MapeError
+from mape.data import CachedWindow, TableSource, labelled_window, open_source
+from mape.errors import DataSourceError, MapeError
 from mape.monitor.reference import Reference, ReferenceWindows
 from mape.monitor.sensors import DriftReport, DriftSensor, PerformanceReport, PerformanceSensor
 from mape.monitor.carbon import carbon_observations, sensor_from_config
 from mape.monitor.sensors.fairness import FairnessReport, FairnessSensor, fairness_observations
 from mape.monitor.sensors.gpu import GPUSensor, gpu_observations
 from mape.monitor.sensors.prometheus import PrometheusSensor, prometheus_observations
-from mape.monitor.sensors.quality import DataQualitySensor, QualityReport, quality_observations
+from mape.monitor.sensors.quality import DataQualitySensor, QualityReport, quality_rows
 from mape.monitor.sensors.serving import serving_observations
 from mape.serving.factory import target_for
 from mape.serving.target import ServingHealth
@@ -111,6 +111,8 @@ logger = logging.getLogger(__name__)
 SourceFactory = Callable[[FileSourceConfig | SqlSourceConfig], TableSource]
 _T = TypeVar("_T")
 Frame = Callable[[], pd.DataFrame]
+#: An observation to store: the ORM object, or its column values (:func:`knowledge.tables.observation_row`).
+Row = Observation | dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,10 @@ class Monitor:
     version brings its own). A reference is read once for both sensors; one
     smaller than a sensor's ``min_samples`` is not kept, so a log filled in
     later is picked up. Both score the same current window, read once per tick with all its
-    columns (the schema check needs them). The last good summary of each
-    sensor and model is kept for the fallback.
+    columns (the schema check needs them); the performance sensor's predictions
+    come from it too when its window lies within the drift window
+    (:class:`~mape.data.CachedWindow`). Observations are stored model by model.
+    The last good summary of each sensor and model is kept for the fallback.
 
     Parameters
     ----------
@@ -263,12 +267,14 @@ class Monitor:
         at = ensure_utc(at)
         summaries: list[ModelSummary] = []
         errors: list[StageError] = []
-        rows: list[Observation] = []
+        rows: list[Row] = []
+        written = 0
         carbon = self._guarded(errors, "*", "carbon", partial(self._carbon.measure, at)) if self._carbon else None
         self._references.load(session, list(model_ids.values()))
+        productions = production_versions(session, (model_ids[c.name] for c in self.models if c.name in model_ids))
         for cfg in self.models:
             model_id = model_ids.get(cfg.name)
-            production = None if model_id is None else production_version(session, model_id)
+            production = None if model_id is None else productions.get(model_id)
             if model_id is None or production is None:
                 problem = "is not registered in the knowledge base" if model_id is None else "has no production version"
                 _record(errors, StageError(cfg.name, "model", f"Model {cfg.name} {problem}; it is not monitored."))
@@ -280,17 +286,16 @@ class Monitor:
             current = cache(partial(self._read_current, cfg, at))
             quality = None
             if cfg.quality.enabled:
-                quality = measured("quality", partial(self._measure_quality, cfg, reference, current),
-                                   quality_observations)
+                quality = measured("quality", partial(self._measure_quality, cfg, reference, current), quality_rows)
             drift = measured("drift", partial(self._measure_drift, cfg, reference, current),
-                             lambda model_id, at, report: [*drift_observations(model_id, at, report),
-                                                           *reference_observations(model_id, at, reference())])
+                             lambda model_id, at, report: [*_drift_rows(model_id, at, report),
+                                                           *_reference_rows(model_id, at, reference())])
             if drift is not None:
                 if cfg.reference.kind == "reservoir":  # the sample learns from the window the sensors just read
                     self._guarded(errors, cfg.name, "reference",
                                   partial(self._references.observe, cfg, production, current(), at))
-            performance = measured("performance", partial(self._measure_performance, cfg, production, at),
-                                   performance_observations)
+            performance = measured("performance", partial(self._measure_performance, cfg, production, at, current),
+                                   _performance_rows)
             if carbon is not None:
                 rows += carbon_observations(model_id, at, carbon)
             if cfg.fairness is not None:
@@ -305,7 +310,11 @@ class Monitor:
             if cfg.serving is not None and self.serving_dir is not None:
                 measured("serving", partial(self._measure_serving, cfg), serving_observations)
             summaries.append(ModelSummary(cfg.name, production.version, drift, performance, quality))
-        written = add_observations(session, rows)
+            # stored model by model (one transaction all the same): a tick's rows kept to the end would outlive
+            # the young garbage-collector generations and cost a full collection every tick
+            written += add_observations(session, rows)
+            rows.clear()
+        written += add_observations(session, rows)
         return MonitorReport(at=at, models=tuple(summaries), errors=tuple(errors), n_observations=written)
 
     # ------------------------------------------------------------------ sensors
@@ -360,11 +369,13 @@ class Monitor:
         assert target is not None  # the model has a serving section
         return target.health()
 
-    def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime) -> PerformanceReport:
+    def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime,
+                             current: Frame) -> PerformanceReport:
         scores = [cfg.score_column] if cfg.score_column else []
         start = at - cfg.performance.window
+        inference = self._inference_log(cfg, at, current)
         window = labelled_window(
-            self._source(cfg, "inference"), self._source(cfg, "labels"),
+            inference, self._source(cfg, "labels"),
             start=start, end=at, as_of=at,
             prediction_column=cfg.prediction_column, label_column=cfg.label_column,
             feature_columns=scores, version_column=cfg.version_column,
@@ -372,12 +383,20 @@ class Monitor:
         predictions = None
         if scores:  # the label-free estimate covers every prediction of the window, labelled or not
             columns = [*scores, *([cfg.version_column] if cfg.version_column else [])]
-            predictions = self._source(cfg, "inference").read(start, at, columns=columns)
+            predictions = inference.read(start, at, columns=columns)
         baseline = production.metrics.get("accuracy") if cfg.task == "classification" else None
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
             baseline = None
         return PerformanceSensor.from_config(cfg).score(window, version=production.version,
                                                         baseline_accuracy=baseline, predictions=predictions)
+
+    def _inference_log(self, cfg: ModelConfig, at: datetime, current: Frame) -> TableSource:
+        """The inference log, answering reads inside the drift window from the tick's current window (read once)."""
+        source = self._source(cfg, "inference")
+        try:
+            return CachedWindow(source, current(), at - cfg.drift.window, at)
+        except DataSourceError:  # the window cannot be read whole: the sensor reads what it needs itself
+            return source
 
     def _source(self, cfg: ModelConfig, role: str) -> TableSource:
         key = (cfg.name, role)
@@ -385,9 +404,9 @@ class Monitor:
             self._sources[key] = self.source_factory(cfg.inference if role == "inference" else cfg.labels_source)
         return self._sources[key]
 
-    def _measured(self, errors: list[StageError], rows: list[Observation], cfg: ModelConfig, model_id: int,
+    def _measured(self, errors: list[StageError], rows: list[Row], cfg: ModelConfig, model_id: int,
                   at: datetime, sensor: str, measure: Callable[[], _T],
-                  observe: Callable[[int, datetime, _T], list[Observation]]) -> _T | None:
+                  observe: Callable[[int, datetime, _T], Sequence[Row]]) -> _T | None:
         """Run one sensor of one model and add its rows; on failure, the error and perhaps the fallback rows."""
         try:
             report = measure()
@@ -395,14 +414,14 @@ class Monitor:
             message = f"{sensor.capitalize()} sensor for model {cfg.name} failed: {exc}"
             last = self._last_good.get((cfg.name, sensor))
             if last is not None and last.values and timedelta(0) <= at - last.at < cfg.fallback_for:
-                rows += [new_observation(time=at, model_id=model_id, sensor=sensor, metric=metric, value=value)
+                rows += [observation_row(time=at, model_id=model_id, sensor=sensor, metric=metric, value=value)
                          for metric, value in last.values]
                 message += f"; falling back to the value of {last.at.isoformat()}"
             _record(errors, StageError(cfg.name, sensor, message), traceback=not isinstance(exc, MapeError))
             return None
         written = observe(model_id, at, report)
         rows += written
-        self._last_good[(cfg.name, sensor)] = _LastGood(at, tuple((o.metric, o.value) for o in written if not o.labels))
+        self._last_good[(cfg.name, sensor)] = _LastGood(at, _summary_values(written))
         return report
 
     @staticmethod
@@ -423,6 +442,18 @@ def _record(errors: list[StageError], error: StageError, *, traceback: bool = Fa
 # ---------------------------------------------------------------------- observation rows
 
 
+def _summary_values(rows: Sequence[Row]) -> tuple[tuple[str, float | None], ...]:
+    """The (metric, value) of the summary rows (labels ``{}``) among ``rows``."""
+    values = []
+    for row in rows:
+        if isinstance(row, dict):
+            if not row["labels"]:
+                values.append((row["metric"], row["value"]))
+        elif not row.labels:
+            values.append((row.metric, row.value))
+    return tuple(values)
+
+
 def _value(value: float | int | bool | None) -> float | None:
     if value is None:
         return None
@@ -432,6 +463,10 @@ def _value(value: float | int | bool | None) -> float | None:
 
 def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list[Observation]:
     """The ``drift.*`` rows of one report (see the module docstring)."""
+    return [new_observation(**row) for row in _drift_rows(model_id, at, report)]
+
+
+def _drift_rows(model_id: int, at: datetime, report: DriftReport) -> list[dict[str, Any]]:
     summary = {
         "drift.share_drifted": report.share_drifted,
         "drift.n_drifted": report.n_drifted,
@@ -442,29 +477,37 @@ def drift_observations(model_id: int, at: datetime, report: DriftReport) -> list
         "drift.n_reference": report.n_reference,
         "drift.n_current": report.n_current,
     }
-    rows = [new_observation(time=at, model_id=model_id, sensor="drift", metric=metric, value=_value(value))
+    rows = [observation_row(time=at, model_id=model_id, sensor="drift", metric=metric, value=_value(value))
             for metric, value in summary.items()]
     for feature in report.features:
         labels = {"feature": feature.feature, "test": feature.test}
         values = {"statistic": feature.statistic, "p_value": feature.p_value, "q_value": feature.q_value,
                   "drifted": feature.drifted}
-        rows += [new_observation(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
+        rows += [observation_row(time=at, model_id=model_id, sensor="drift", metric=f"drift.feature.{name}",
                                  value=_value(value), labels=dict(labels)) for name, value in values.items()]
-        rows.append(new_observation(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
+        rows.append(observation_row(time=at, model_id=model_id, sensor="drift", metric="drift.feature.effect_size",
                                     value=_value(feature.effect_size), labels={**labels, "effect": feature.effect_name}))
     return rows
 
 
 def reference_observations(model_id: int, at: datetime, reference: Reference) -> list[Observation]:
     """``drift.reference_version``: the stored reference the drift and quality sensors compared with (none: unstored)."""
+    return [new_observation(**row) for row in _reference_rows(model_id, at, reference)]
+
+
+def _reference_rows(model_id: int, at: datetime, reference: Reference) -> list[dict[str, Any]]:
     if reference.version is None:
         return []
-    return [new_observation(time=at, model_id=model_id, sensor="drift", metric="drift.reference_version",
+    return [observation_row(time=at, model_id=model_id, sensor="drift", metric="drift.reference_version",
                             value=float(reference.version))]
 
 
 def performance_observations(model_id: int, at: datetime, report: PerformanceReport) -> list[Observation]:
     """The ``performance.*`` rows of one report (see the module docstring)."""
+    return [new_observation(**row) for row in _performance_rows(model_id, at, report)]
+
+
+def _performance_rows(model_id: int, at: datetime, report: PerformanceReport) -> list[dict[str, Any]]:
     if report.task == "regression":
         values = {"performance.mae": report.mae, "performance.rmse": report.rmse}
     else:
@@ -478,5 +521,5 @@ def performance_observations(model_id: int, at: datetime, report: PerformanceRep
                            "performance.estimated_accuracy_drop": report.estimated_accuracy_drop,
                            "performance.n_estimated": report.n_estimated})
     values["performance.n_labelled"] = report.n_labelled
-    return [new_observation(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
+    return [observation_row(time=at, model_id=model_id, sensor="performance", metric=metric, value=_value(value),
                             labels={}) for metric, value in values.items()]

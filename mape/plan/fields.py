@@ -21,7 +21,7 @@ every summary metric the Monitor writes is declared.
 >>> check_paths("drift.shar_drifted > 0.3")
 Traceback (most recent call last):
 ...
-mape.plan.fields.FieldPathError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, max_effect_size, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted
+mape.plan.fields.FieldPathError: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: detected, max_effect_size, min_q_value, n_current, n_drifted, n_features, n_reference, reference_version, share_drifted
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RootFields:
 
 CONTEXT_FIELDS: Mapping[str, RootFields] = {
     "drift": RootFields(frozenset({"share_drifted", "n_drifted", "n_features", "min_q_value", "detected",
-                                   "max_effect_size", "n_reference", "n_current"})),
+                                   "max_effect_size", "n_reference", "n_current", "reference_version"})),
     "performance": RootFields(frozenset({"accuracy", "precision", "recall", "f1", "accuracy_drop", "n_labelled",
                                          "roc_auc", "log_loss", "estimated_accuracy", "estimated_accuracy_drop",
                                          "n_estimated", "mae", "rmse"})),

@@ -52,7 +52,8 @@ def test_every_problem_is_one_line_with_file_line_column_and_field_and_the_exit_
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         f"{bad}:8:14: spec.when: unknown field 'shar_drifted' of drift (did you mean 'share_drifted'?); drift has: "
-        "detected, max_effect_size, min_q_value, n_current, n_drifted, n_features, n_reference, share_drifted",
+        "detected, max_effect_size, min_q_value, n_current, n_drifted, n_features, n_reference, reference_version, "
+        "share_drifted",
         f"{bad}:11:22: spec.action.params.window: 'soon' is not a duration; use a number and a unit such as 90s, "
         "15m, 6h, 14d or 2w",
         f"{bad}:12:3: spec.cooldwn: unknown field (did you mean 'cooldown'?); allowed here: "

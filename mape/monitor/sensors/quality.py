@@ -47,13 +47,13 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import pandas as pd
 
-from knowledge.tables import Observation, new_observation
+from knowledge.tables import Observation, new_observation, observation_row
 from mape.config import FeaturesConfig, QualityConfig
 from mape.errors import InvalidParameterError, NotFittedError
 from mape.monitor.detectors._params import Constraint, Interval, validate_params
 
 __all__ = ["ColumnQuality", "DataQualitySensor", "QualityReport", "column_kind", "increase_p_value",
-           "quality_observations"]
+           "quality_observations", "quality_rows"]
 
 Kind = Literal["numeric", "categorical", "datetime", "bool"]
 SchemaChange = Literal["missing", "new", "retyped"]
@@ -502,11 +502,16 @@ def quality_observations(model_id: int, at: datetime, report: QualityReport) -> 
     >>> {r.metric: r.value for r in rows if not r.labels}["quality.schema_changes"]
     2.0
     """
-    def row(metric: str, value: float | int | bool | None, labels: dict[str, str]) -> Observation:
+    return [new_observation(**row) for row in quality_rows(model_id, at, report)]
+
+
+def quality_rows(model_id: int, at: datetime, report: QualityReport) -> list[dict[str, Any]]:
+    """The rows of :func:`quality_observations` as column values (:func:`knowledge.tables.observation_row`)."""
+    def row(metric: str, value: float | int | bool | None, labels: dict[str, str]) -> dict[str, Any]:
         number = None if value is None else float(value)
         if number is not None and math.isnan(number):
             number = None
-        return new_observation(time=at, model_id=model_id, sensor="quality", metric=metric, value=number,
+        return observation_row(time=at, model_id=model_id, sensor="quality", metric=metric, value=number,
                                labels=labels)
 
     rows = [row(f"quality.{name}", value, {}) for name, value in report.summary().items()]
