@@ -33,6 +33,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(models_app, name="models")
 app.add_typer(actions_app, name="actions")
+carbon_app = typer.Typer(help="Carbon-aware scheduling: the best window for a job, and backtests over a year.",
+                         no_args_is_help=True)
+app.add_typer(carbon_app, name="carbon")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Configuration file (mape.yaml).")]
 
@@ -846,6 +849,71 @@ def pauses(config: ConfigOption = None) -> None:
         typer.echo("nothing is paused")
     for row in rows:
         typer.echo(row)
+
+
+# ---------------------------------------------------------------------------------------------- carbon
+
+
+def _duration_option(option: str, value: str):  # type: ignore[no-untyped-def]
+    from mape._util.timeutil import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+
+
+@carbon_app.command("plan")
+def carbon_plan(
+    trace: Annotated[Path, typer.Option("--trace", help="Carbon intensity trace: CSV or Parquet, time then gCO2/kWh.")],
+    duration: Annotated[str, typer.Option("--duration", help="How long the job runs, e.g. 1h.")],
+    earliest: Annotated[str, typer.Option("--earliest", help="When it may start (ISO 8601; naive is UTC).")],
+    deadline: Annotated[str, typer.Option(
+        "--deadline", help="When it must have finished (ISO 8601), or a duration after --earliest (8h).")],
+    price: Annotated[Optional[Path], typer.Option("--price", help="Electricity price trace, for a price objective.")] = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", help="carbon, price, or weights such as carbon=0.7,price=0.3.")] = "carbon",
+) -> None:
+    """Print the window with the lowest forecast emissions (or price) for a job, as JSON; the trace is the forecast."""
+    from mape.plan.scheduling.request import parse_moment, parse_objective, plan_job
+
+    try:
+        start = parse_moment("--earliest", earliest)
+        result = plan_job(trace, duration=_duration_option("--duration", duration), earliest=start,
+                          deadline=parse_moment("--deadline", deadline, after=start), price=price,
+                          objective=parse_objective(objective))
+    except MapeError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2))
+
+
+@carbon_app.command("backtest")
+def carbon_backtest(
+    trace: Annotated[Path, typer.Option("--trace", help="Carbon intensity trace: CSV or Parquet, time then gCO2/kWh.")],
+    duration: Annotated[str, typer.Option("--duration", help="How long each job runs, e.g. 1h.")] = "1h",
+    slack: Annotated[str, typer.Option("--slack", help="How long a job may wait before it starts, e.g. 8h.")] = "8h",
+    every: Annotated[str, typer.Option("--every", help="Time between job arrivals, e.g. 24h.")] = "24h",
+    forecast: Annotated[str, typer.Option(
+        "--forecast", help="past (sees only the past), perfect, noisy:SIGMA (e.g. noisy:0.05) or naive[:LAG].")] = "past",
+    guard: Annotated[bool, typer.Option(
+        "--guard/--no-guard", help="Defer only when the predicted gain exceeds the forecaster's recent error.")] = True,
+    offset: Annotated[str, typer.Option("--offset", help="First arrival this long after the warm-up, e.g. 12h.")] = "0s",
+    warmup: Annotated[str, typer.Option("--warmup", help="No job arrives in the trace's first WARMUP.")] = "14d",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of a noisy forecaster.")] = None,
+    jobs: Annotated[bool, typer.Option("--jobs", help="Also print every job's record.")] = False,
+) -> None:
+    """Replay a trace with jobs every --every that may wait --slack; print the savings against running at once as JSON."""
+    from mape.plan.scheduling.backtest import backtest
+    from mape.plan.scheduling.trace import read_trace
+
+    try:
+        result = backtest(read_trace(trace), duration=_duration_option("--duration", duration),
+                          slack=_duration_option("--slack", slack), every=_duration_option("--every", every),
+                          forecast=forecast, guard=guard, offset=_duration_option("--offset", offset),
+                          warmup=_duration_option("--warmup", warmup), seed=seed)
+    except MapeError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result.as_dict(jobs=jobs), indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry point

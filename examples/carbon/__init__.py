@@ -5,6 +5,11 @@
 a solar dip at midday, an evening peak, quieter weekends and seeded weather
 noise. Read it with :class:`mape.monitor.carbon.series.SeriesProvider`, or
 configure ``carbon: {provider: series, path: examples/carbon/diurnal-grid.csv}``.
+
+``windy-grid.csv.gz`` is a synthetic year of a grid where wind moves the
+intensity more than the hour of the day does (52 weeks from the same Monday,
+hourly), made by :mod:`examples.carbon.windy_grid`: the trace of the
+carbon-aware scheduling backtests (``mape carbon backtest``).
 """
 
 from __future__ import annotations
@@ -13,3 +18,5 @@ from pathlib import Path
 
 #: The shipped synthetic trace.
 DIURNAL_GRID = Path(__file__).with_name("diurnal-grid.csv")
+#: The shipped windy-grid trace (gzip-compressed CSV).
+WINDY_GRID = Path(__file__).with_name("windy-grid.csv.gz")

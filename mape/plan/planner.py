@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from knowledge import audit, queries
-from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, PolicyState
+from knowledge.tables import ActionRun, ActionState, Decision, DecisionStatus, ManagedModel, PolicyState
 from mape._util.timeutil import ensure_utc, format_duration
 from mape.config import BlastRadius, Utility
 from mape.errors import PolicyError
@@ -63,6 +63,7 @@ from mape.plan.ledger import ACTING_STATUSES, Draft, PlanLedger, read_ledger
 from mape.plan.loader import LoadedPolicy
 from mape.plan.policy import ActionSpec
 from mape.plan.rules import BLAST_RADIUS_REASON, Ruling, blast_limit, decide, lookback
+from mape.plan.scheduling.deferral import Forecast, choose_start, reconsider
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ class PlanReport:
         Decisions this call expired (awaiting approval past their deadline).
     cancelled : list of ActionRun
         Deferred runs this call cancelled because their policy stopped firing.
+    rescheduled : list of ActionRun
+        Deferred runs this call moved to another start because the forecast changed.
     """
 
     at: datetime
@@ -150,6 +153,7 @@ class PlanReport:
     pending: dict[str, list[str]] = field(default_factory=dict)
     expired: list[Decision] = field(default_factory=list)
     cancelled: list[ActionRun] = field(default_factory=list)
+    rescheduled: list[ActionRun] = field(default_factory=list)
 
     @property
     def all_decisions(self) -> list[Decision]:
@@ -173,6 +177,7 @@ class PlanReport:
             "pending": {model: list(names) for model, names in self.pending.items() if names},
             "expired": [d.id for d in self.expired],
             "cancelled": [r.id for r in self.cancelled],
+            "rescheduled": [r.id for r in self.rescheduled],
         }
 
     def __str__(self) -> str:
@@ -219,6 +224,13 @@ class Planner:
     utility : Utility, optional
         Default weights of the quality dimensions for policies with
         ``alternatives`` (``plan.utility`` in the settings).
+    forecast : callable, optional
+        ``forecast(series, start, end)``: the forecast steps of ``carbon``
+        (gCO2/kWh) or ``price`` (:data:`mape.plan.scheduling.deferral.Forecast`).
+        With it, a deferred action starts in the window of ``defer.duration``
+        with the lowest forecast inside ``[earliest, deadline]``, and a waiting
+        one moves when the forecast changes materially; without it, deferred
+        actions start at ``earliest``.
 
     Raises
     ------
@@ -234,8 +246,11 @@ class Planner:
 
     def __init__(self, policies: Sequence[LoadedPolicy], *, actor: str = "controller",
                  safety_order: Sequence[str] = DEFAULT_SAFETY_ORDER, max_age: timedelta | None = None,
-                 blast_radius: BlastRadius | None = None, utility: Utility | None = None) -> None:
+                 blast_radius: BlastRadius | None = None, utility: Utility | None = None,
+                 forecast: Forecast | None = None) -> None:
         self.policies = tuple(policies)
+        self.forecast = forecast
+        self._forecasts: dict[Any, Any] = {}  # the forecasts fetched in one planning pass
         self.utility = utility or Utility()
         self._guards: dict[str, Condition | ConditionError] = {}
         self.actor = actor
@@ -377,10 +392,13 @@ class Planner:
             elif selected:
                 candidates[model.name] = selected
         planned = [m for m in models if m.name in candidates]
+        self._forecasts = {}
         contexts = self._contexts(session, planned, at, report)
         ledger = read_ledger(session, [m.id for m in planned if m.id is not None], at, lookback=self._lookback,
                              policy_names=self._stateful)
         fired, choices = self._evaluate(session, ledger, planned, contexts, candidates, at, report)
+        if self.forecast is not None:
+            self._replan_deferred(session, ledger, at, report)
         self._decide(session, ledger, models, contexts, fired, choices, at, report)
         logger.debug("%s", report)
         return report
@@ -507,6 +525,38 @@ class Planner:
                 report.cancelled.append(run)
                 logger.info("%s %s", run, reason)
 
+    def _replan_deferred(self, session: Session, ledger: PlanLedger, at: datetime, report: PlanReport) -> None:
+        """Move waiting deferred runs when a fresh forecast promises a start ``defer.replan_saving`` better.
+
+        Only runs whose decision chose its start on a forecast
+        (``evidence.schedule``) are reconsidered; the deadline stays.
+        """
+        by_name = {p.name: p for p in self.policies}
+        for run, decision in ledger.deferred:
+            policy = by_name.get(decision.policy_name)
+            defer = policy.policy.spec.defer if policy is not None else None
+            schedule = (decision.evidence or {}).get("schedule")
+            if (defer is None or not isinstance(schedule, dict) or run.state != ActionState.scheduled.value
+                    or run.scheduled_for is None or decision.deadline is None):
+                continue
+            assert self.forecast is not None
+            better = reconsider(planned=ensure_utc(run.scheduled_for), now=at,
+                                latest_start=ensure_utc(decision.deadline), duration=defer.duration,
+                                weights=defer.weights, forecast=self.forecast, replan_saving=defer.replan_saving,
+                                cache=self._forecasts)
+            if better is None:
+                continue
+            if queries.reschedule_run(session, run, better.start, at, actor=self.actor, reason=better.reason,
+                                      payload={"schedule": better.record}):
+                report.rescheduled.append(run)
+                logger.info("%s rescheduled: %s", run, better.reason)
+
+    def _schedule(self, defer: Any, earliest: datetime, latest: datetime) -> tuple[datetime, dict[str, Any]]:
+        """The start of a deferred action in ``[earliest, latest]``, and the record of how it was chosen."""
+        chosen = choose_start(earliest=earliest, latest_start=latest, duration=defer.duration, weights=defer.weights,
+                              forecast=self.forecast, min_saving=defer.min_saving, cache=self._forecasts)
+        return chosen.start, chosen.record
+
     def _decide(self, session: Session, ledger: PlanLedger, models: Sequence[ManagedModel],
                 contexts: dict[str, dict[str, Any]], fired: dict[str, list[LoadedPolicy]],
                 choices: dict[tuple[str, str], Choice], at: datetime, report: PlanReport) -> None:
@@ -604,6 +654,8 @@ class Planner:
         not_before = deadline = None
         if spec.defer is not None and verdict.status in ACTING_STATUSES:
             not_before, deadline = at + spec.defer.earliest, at + spec.defer.deadline
+            if self.forecast is not None:
+                not_before, evidence["schedule"] = self._schedule(spec.defer, not_before, deadline)
         return Draft(
             created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
             action=action.type, params=dict(action.params), priority=spec.priority, actor=self.actor,

@@ -225,18 +225,63 @@ class Defer(_Strict):
     earliest : timedelta
         The action may not start before the decision's time plus this.
     deadline : timedelta
-        It should have started by the decision's time plus this; at least
-        ``earliest``. Where a forecast of carbon intensity or price is known, the
-        start is chosen inside ``[earliest, deadline]``; otherwise it is ``earliest``.
+        It must have started by the decision's time plus this; at least
+        ``earliest``. A waiting action starts then, whatever the forecast says.
     cancel_when_cleared : bool
         Cancel the waiting action when the policy stops firing for the model
         before it starts (default true).
+    duration : timedelta
+        How long the action is expected to run (default ``1h``): where a
+        forecast is configured, the start inside ``[earliest, deadline]`` is
+        the one whose window of this length has the lowest forecast; without
+        one, the start is ``earliest``.
+    objective : {"carbon", "price"} or dict of str to float
+        What the window minimises: carbon intensity (default), electricity
+        price, or a weighted mix such as ``{carbon: 0.7, price: 0.3}`` (each
+        series relative to its own mean over the window searched).
+    min_saving : float
+        Start at ``earliest`` unless the forecast promises at least this
+        fraction less than starting then (default 0: any saving).
+    replan_saving : float
+        While the action waits, the start is searched again on every tick's
+        forecast; it moves when the fresh forecast promises at least this
+        fraction less than the planned start (default 0.05).
     """
 
     earliest: Duration = Field(timedelta(0), json_schema_extra={"default": "0s"},
                                description="The action may not start before the decision plus this.")
-    deadline: Duration = Field(description="The action should have started by the decision plus this.")
+    deadline: Duration = Field(description="The action must have started by the decision plus this.")
     cancel_when_cleared: bool = Field(True, description="Cancel the waiting action if the policy stops firing first.")
+    duration: Duration = Field(timedelta(hours=1), json_schema_extra={"default": "1h"},
+                               description="How long the action is expected to run: the window searched for.")
+    objective: Literal["carbon", "price"] | dict[Literal["carbon", "price"], float] = Field(
+        "carbon", description="What the start minimises: carbon, price, or weights such as {carbon: 0.7, price: 0.3}.")
+    min_saving: float = Field(0.0, ge=0, lt=1, description="Start at earliest unless the forecast saves this fraction.")
+    replan_saving: float = Field(0.05, ge=0, le=1,
+                                 description="Move a waiting action when a fresh forecast saves this fraction more.")
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return value
+
+    @field_validator("objective")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, weight in value.items():
+                if weight != weight or weight in (float("inf"), float("-inf")) or weight < 0:
+                    raise ValueError(f"the weight of {name} must be a finite number >= 0, got {weight}")
+            if not any(value.values()):
+                raise ValueError("the weights must not all be 0")
+        return value
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The objective as weights per series: ``carbon`` is ``{"carbon": 1.0}``."""
+        return {self.objective: 1.0} if isinstance(self.objective, str) else dict(self.objective)
 
     @model_validator(mode="after")
     def _ordered(self) -> "Defer":
