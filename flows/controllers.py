@@ -6,7 +6,9 @@ controller: building it once per process keeps the drift reference fits and
 loaded policies warm between ticks of a long-lived process. Once it is built,
 the process's heap is settled (:func:`mape._util.heap.settle_heap`): what was
 imported and loaded is frozen out of garbage collection, which a planning pass
-over a large fleet would otherwise spend a fifth of its time walking.
+over a large fleet would otherwise spend a fifth of its time walking. Its
+reconciliation reads and corrects Prefect's action flow runs
+(:class:`flows.prefect_runs.PrefectFlowRuns`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from flows.prefect_runs import PrefectFlowRuns
 from mape._util.heap import settle_heap
 from mape.config import load_settings
 from mape.controller import Controller
@@ -22,7 +25,7 @@ from mape.controller import Controller
 
 @lru_cache(maxsize=8)
 def _controller(config_file: str | None, _env_key: tuple[tuple[str, str], ...]) -> Controller:
-    controller = Controller(load_settings(config_file))
+    controller = Controller(load_settings(config_file), flow_runs=PrefectFlowRuns())
     settle_heap()
     return controller
 

@@ -1,10 +1,14 @@
-"""The tick flow: one Prefect flow run per tick, one task per stage, one subflow per action.
+"""The tick flow: one Prefect flow run per tick, one task per stage, one flow run per action run.
 
 (No ``from __future__ import annotations`` in flow modules: Prefect builds each flow's parameter model
 from its annotations when it loads the flow by entrypoint, and string annotations fail there.)
 
 Who calls it: ``mape tick`` (one run, in-process), ``mape run`` (served on an
 interval by :mod:`flows.serve`), the demo and the tests.
+
+Each due action runs as a flow run of its own, created under the action
+run's idempotency key (:func:`flows.actions.start_action`); the tick starts
+by reconciling the action runs and flow runs a killed process left behind.
 
 The logical time of a tick is ``at`` if given, else the flow run's scheduled
 start time, else now; so a Prefect retry of a scheduled run repeats the same
@@ -13,14 +17,14 @@ tick, which the controller recognises and does not sense or plan twice.
 
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.actions import action_flow
+from flows.actions import start_action
 from flows.controllers import controller_for
 from mape._util.timeutil import ensure_utc
 
@@ -36,10 +40,12 @@ def tick_flow(config_file: str | None = None, at: datetime | None = None) -> dic
     if at is None:
         scheduled = flow_run.scheduled_start_time
         at = scheduled if scheduled is not None else controller.clock()
+    # a plain datetime: Prefect's scheduled time is a pendulum DateTime, whose sum with a timedelta drops the zone
     at = ensure_utc(at)
+    at = datetime(at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, tzinfo=timezone.utc)
 
     def run_action(run_id: int, when: datetime) -> None:
-        action_flow(action_run_id=run_id, at=when, config_file=config_file)
+        start_action(controller, run_id, when, config_file)
 
     report = controller.tick(at, wrap=_as_task, run_action=run_action,
                              flow_run_id=str(flow_run.id) if flow_run.id else None)

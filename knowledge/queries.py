@@ -11,13 +11,15 @@ tables.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, and_, exists, func, insert, or_, type_coerce, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -30,6 +32,7 @@ from knowledge.tables import (
     AuditEvent,
     Decision,
     DecisionStatus,
+    KnowledgeBase,
     ManagedModel,
     ModelVersion,
     Observation,
@@ -86,18 +89,69 @@ def models_by_name(session: Session) -> dict[str, ManagedModel]:
 # --------------------------------------------------------------------------- observations
 
 
-def add_observations(session: Session, observations: Iterable[Observation]) -> int:
+def add_observations(session: Session, observations: Iterable[Observation | dict[str, Any]]) -> int:
     """Store observations in one bulk insert (a tick writes thousands); returns how many.
 
-    The objects are read, not attached to the session: their ``id`` stays
-    unset, and nothing else refers to them once stored.
+    Each is an :class:`Observation` or its column values as a dict
+    (:func:`knowledge.tables.observation_row`). Objects are read, not attached
+    to the session: their ``id`` stays unset, and nothing else refers to them
+    once stored.
     """
     table = Observation.__table__  # type: ignore[attr-defined]  # Core: no unit-of-work bookkeeping per row
-    rows = [{"time": o.time, "model_id": o.model_id, "sensor": o.sensor, "metric": o.metric, "value": o.value,
-             "labels": o.labels if o.labels is not None else {}} for o in observations]
-    if rows:
+    rows = [o if isinstance(o, dict) else _observation_row(o) for o in observations]
+    if not rows:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
         session.execute(insert(table), rows)
+        return len(rows)
+    # SQLite: one executemany of values converted by the columns' own bind processors, a tick's repeated time,
+    # model, sensor and metric once each (Core converts every value of every row: four times the cost of the insert)
+    statement, names, processors = _observation_insert(connection.dialect)
+    converted: list[dict[Any, Any]] = [{} for _ in names]
+    parameters = []
+    for row in rows:
+        values = []
+        for name, process, seen in zip(names, processors, converted):
+            value = row[name]
+            if process is None:
+                values.append(value)
+            elif name in _REPEATED:
+                if value not in seen:
+                    seen[value] = process(value)
+                values.append(seen[value])
+            else:
+                values.append(process(value))
+        parameters.append(tuple(values))
+    connection.exec_driver_sql(statement, parameters)
     return len(rows)
+
+
+_REPEATED = frozenset({"time", "model_id", "sensor", "metric"})
+
+
+@functools.lru_cache(maxsize=8)
+def _observation_insert(dialect: Dialect) -> tuple[str, list[str], list[Callable[[Any], Any] | None]]:
+    """The positional INSERT of an observation for ``dialect``, its parameters' names and their bind processors."""
+    table = Observation.__table__  # type: ignore[attr-defined]
+    compiled = insert(table).compile(dialect=dialect, column_keys=["time", "model_id", "sensor", "metric", "value",
+                                                                    "labels"])
+    assert compiled.positional and compiled.positiontup is not None
+    names = list(compiled.positiontup)
+    return str(compiled), names, [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+
+
+def _observation_row(observation: Observation) -> dict[str, Any]:
+    """The column values of an observation, from its ``__dict__`` (the attributes' instrumentation costs more)."""
+    values = observation.__dict__
+    try:
+        labels = values["labels"]
+        return {"time": values["time"], "model_id": values["model_id"], "sensor": values["sensor"],
+                "metric": values["metric"], "value": values["value"], "labels": labels if labels is not None else {}}
+    except KeyError:  # an attribute not loaded (expired, deferred): read through the instrumentation
+        o = observation
+        return {"time": o.time, "model_id": o.model_id, "sensor": o.sensor, "metric": o.metric, "value": o.value,
+                "labels": o.labels if o.labels is not None else {}}
 
 
 def metric_series(
@@ -263,6 +317,32 @@ def in_flight_actions(session: Session, model_id: int | None = None) -> list[Act
     return list(session.exec(query.order_by(col(ActionRun.id))))
 
 
+def knowledge_base_id(session: Session) -> str:
+    """This knowledge base's identity (migration 0008 writes it; a schema made otherwise gets one on first use)."""
+    row = session.exec(select(KnowledgeBase).order_by(col(KnowledgeBase.id)).limit(1)).first()
+    if row is None:
+        import uuid
+
+        row = KnowledgeBase(instance=str(uuid.uuid4()))
+        session.add(row)
+        session.flush()
+    return row.instance
+
+
+def running_actions(session: Session) -> list[ActionRun]:
+    """Action runs in ``running``, oldest first: what reconciliation checks for a dead process."""
+    return list(session.exec(select(ActionRun).where(ActionRun.state == ActionState.running.value)
+                             .order_by(col(ActionRun.id))))
+
+
+def action_runs_by_flow_run(session: Session, flow_run_ids: Iterable[str]) -> list[ActionRun]:
+    """Action runs whose attempts ran as these orchestrator flow runs."""
+    ids = list(flow_run_ids)
+    if not ids:
+        return []
+    return list(session.exec(select(ActionRun).where(col(ActionRun.flow_run_id).in_(ids)).order_by(col(ActionRun.id))))
+
+
 def run_of_decision(session: Session, decision_id: int) -> ActionRun | None:
     """The action run a decision became, if any (a decision has at most one)."""
     return session.exec(select(ActionRun).where(ActionRun.decision_id == decision_id)).first()
@@ -293,6 +373,28 @@ def cancel_scheduled_run(session: Session, run: ActionRun, at: datetime, *, acto
     session.refresh(run)
     audit.record(session, actor=actor, kind="action.cancelled", subject=str(run), time=at,
                  payload={"decision": run.decision_id, "reason": reason})
+    return True
+
+
+def reschedule_run(session: Session, run: ActionRun, to: datetime, at: datetime, *, actor: str, reason: str,
+                   payload: dict[str, Any] | None = None) -> bool:
+    """Move a run that has not started to ``to`` (compare-and-set on ``scheduled``); False if it started first.
+
+    Appends an ``action.rescheduled`` audit event with the old and new times, the reason and ``payload``.
+    """
+    before = run.scheduled_for
+    result = session.execute(
+        update(ActionRun)
+        .where(col(ActionRun.id) == run.id, col(ActionRun.state) == ActionState.scheduled.value)
+        .values(scheduled_for=to, message=reason, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.refresh(run)
+    audit.record(session, actor=actor, kind="action.rescheduled", subject=str(run), time=at,
+                 payload={"decision": run.decision_id, "from": before.isoformat() if before else None,
+                          "to": to.isoformat(), "reason": reason, **(payload or {})})
     return True
 
 

@@ -137,6 +137,20 @@ class ModelVersion(ModelVersionBase, table=True):
 # --------------------------------------------------------------------------- the loop's rows
 
 
+class KnowledgeBase(SQLModel, table=True):
+    """This knowledge base's identity: one row, written by migration 0008.
+
+    Names it where keys from several knowledge bases meet: two knowledge bases
+    each have a decision 1, so the idempotency key a Prefect server sees is the
+    run's key qualified by this ``instance``.
+    """
+
+    __tablename__ = "knowledge_base"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    instance: str = Field(max_length=36, unique=True, description="A random UUID.")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Tick(SQLModel, table=True):
     """One iteration of the loop, keyed by its logical time so a repeated tick is recognised."""
 
@@ -179,11 +193,29 @@ def new_observation(*, time: datetime, model_id: int, sensor: str, metric: str, 
     >>> row.metric, row.value, row.labels, row.id
     ('drift.share_drifted', 0.25, {}, None)
     """
-    configure_mappers()  # a no-op once done; before the first session, the class is not instrumented yet
+    if not Observation.__mapper__.configured:  # type: ignore[attr-defined]  # (configure_mappers is not free)
+        configure_mappers()  # before the first session, the class is not instrumented yet
     row = Observation._sa_class_manager.new_instance()  # type: ignore[attr-defined]
     row.__dict__.update(id=None, time=time, model_id=model_id, sensor=sensor, metric=metric, value=value,
                         labels=labels if labels is not None else {})
     return row
+
+
+def observation_row(*, time: datetime, model_id: int, sensor: str, metric: str, value: float | None,
+                    labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The column values of an observation, as :func:`knowledge.queries.add_observations` stores them.
+
+    What :func:`new_observation` holds, without the ORM object: the monitor
+    writes tens of thousands a tick, and an object per row costs more to
+    build (and to collect) than to store.
+
+    >>> from datetime import timezone
+    >>> observation_row(time=datetime(2026, 1, 5, tzinfo=timezone.utc), model_id=1, sensor="drift",
+    ...                 metric="drift.share_drifted", value=0.25)["labels"]
+    {}
+    """
+    return {"time": time, "model_id": model_id, "sensor": sensor, "metric": metric, "value": value,
+            "labels": labels if labels is not None else {}}
 
 
 class SymptomBase(SQLModel):
@@ -264,6 +296,10 @@ class ActionRunBase(SQLModel):
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     flow_run_id: Optional[str] = None
+    claimed_by: Optional[str] = Field(
+        default=None, max_length=300,
+        description="The process that claimed the current or last attempt (host/boot/pid/start time): "
+                    "reconciliation tells a dead claimer's run from a live one by it.")
     energy_kwh: Optional[float] = None
     emissions_kg: Optional[float] = None
     result: dict[str, Any] = _json()

@@ -34,6 +34,7 @@ from mape.analyze.stage import Analyzer
 from mape.config import Settings
 from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain, rollback and notify)
 from mape.execute.executor import Executor
+from mape.execute.reconcile import FlowRuns, reconcile
 from mape.execute.registry import ActionRegistry, default_registry
 from mape.monitor.stage import Monitor
 from mape.notify import deliver, enqueue_tick
@@ -96,6 +97,9 @@ class TickReport(BaseModel):
     expired: list[int] = Field(default_factory=list, description="Decisions that expired awaiting approval.")
     cancelled: list[int] = Field(default_factory=list,
                                  description="Deferred action runs cancelled because their policy stopped firing.")
+    reconciled: list[str] = Field(
+        default_factory=list, description="Action runs a dead process left running, retried or failed at the start "
+                                          "of the tick, and flow runs set to their action run's state.")
 
 
 def _identity(name: str, fn: Callable[..., T]) -> Callable[..., T]:
@@ -118,11 +122,16 @@ class Controller:
         (:attr:`action_plugin_errors`).
     migrate : bool
         Bring the knowledge base to the current schema first (the embedded default).
+    flow_runs : FlowRuns, optional
+        The orchestrator's flow runs of action attempts (Prefect's, when the
+        flows build the controller), reconciled with the knowledge base at
+        the start of every tick; none: only the knowledge base is reconciled.
     """
 
     def __init__(self, settings: Settings, *, clock: Clock = utcnow, actions: ActionRegistry = default_registry,
-                 migrate: bool = True, engine: Engine | None = None) -> None:
+                 migrate: bool = True, engine: Engine | None = None, flow_runs: FlowRuns | None = None) -> None:
         self.settings = settings
+        self.flow_runs = flow_runs
         self.clock = clock
         self.actions = actions
         self.action_plugin_errors = [str(failure) for failure in actions.load_entry_points()]
@@ -209,7 +218,29 @@ class Controller:
 
     def _planner(self, policies: list[LoadedPolicy]) -> Planner:
         return Planner(policies, actor=self.settings.controller_id, max_age=self.settings.effective_signal_max_age,
-                       blast_radius=self.settings.plan.blast_radius, utility=self.settings.plan.utility)
+                       blast_radius=self.settings.plan.blast_radius, utility=self.settings.plan.utility,
+                       forecast=self._forecast())
+
+    def _forecast(self) -> Callable[[str, datetime, datetime], list[tuple[datetime, float]]] | None:
+        """The forecast deferred actions are scheduled on: the configured carbon provider's (none when unset).
+
+        Only ``carbon`` is known; a policy whose ``defer.objective`` weighs
+        ``price`` starts at ``earliest``, saying so in its evidence.
+        """
+        if self.settings.carbon is None:
+            return None
+        from mape.monitor.carbon import provider_from_config
+
+        provider = getattr(self, "_carbon_provider", None)
+        if provider is None:
+            provider = self._carbon_provider = provider_from_config(self.settings.carbon)
+
+        def forecast(series: str, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+            if series != "carbon":
+                return []
+            return [(point.time, point.g_per_kwh) for point in provider.forecast(start, end)]
+
+        return forecast
 
     @property
     def policies(self) -> list[LoadedPolicy]:
@@ -231,6 +262,15 @@ class Controller:
             tick, new = queries.begin_tick(session, at, controller_id=self.settings.controller_id,
                                            flow_run_id=flow_run_id)
             return new or tick.finished_at is None
+
+    def reconcile(self, at: datetime) -> dict[str, Any]:
+        """Settle what a dead process left, before anything is planned or started (:mod:`mape.execute.reconcile`).
+
+        A run left ``running`` whose process is gone is retried (or failed,
+        its retries spent) and its flow run marked crashed; flow runs left
+        unfinished get their action run's state.
+        """
+        return reconcile(self.executor, at, flow_runs=self.flow_runs).as_dict()
 
     def sense(self, at: datetime) -> dict[str, Any]:
         with session_scope(self.engine) as session:
@@ -261,11 +301,16 @@ class Controller:
             report = self.planner.plan(session, models, at)
         return _as_dict(report)
 
-    def dispatch(self, at: datetime) -> list[int]:
-        """Create runs for new decisions and return the ids of every run ready now."""
+    def dispatch(self, at: datetime, deferred: bool = True) -> list[int]:
+        """Create runs for new decisions and return the ids of every run ready now.
+
+        ``deferred=False`` leaves out deferred (``scheduled``) runs: the tick
+        does so unless its planning ran, since only planning cancels a deferred
+        run whose policy stopped firing while it waited.
+        """
         with session_scope(self.engine) as session:
             self.executor.dispatch(session, at)
-            return self.executor.runnable(session, at)
+            return self.executor.runnable(session, at, deferred=deferred)
 
     def run_action(self, run_id: int, at: datetime, flow_run_id: str | None = None) -> None:
         self.executor.run(run_id, at, flow_run_id=flow_run_id)
@@ -317,6 +362,12 @@ class Controller:
         report = TickReport(at=at)
         new = wrap("begin", self.begin)(at, flow_run_id)
         report.repeated = not new
+        try:  # first, before anything is planned or started: what a dead process left
+            _merge(report, "reconcile", wrap("reconcile", self.reconcile)(at))
+        except Exception as exc:  # noqa: BLE001 - the runs stay as they are; a busy model is not planned for
+            log.exception("Reconciliation failed at %s", at)
+            report.errors.append(f"reconcile: {type(exc).__name__}: {exc}")
+        planned = False
         if new:
             for name, stage in (("monitor", self.sense), ("analyze", self.analyze), ("verify", self.verify),
                                 ("plan", self.plan)):
@@ -327,8 +378,9 @@ class Controller:
                     report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                     continue
                 _merge(report, name, result)
+                planned = planned or name == "plan"
         try:
-            ready = wrap("dispatch", self.dispatch)(at)
+            ready = wrap("dispatch", self.dispatch)(at, planned)
         except Exception as exc:  # noqa: BLE001
             log.exception("Dispatch failed at %s", at)
             report.errors.append(f"dispatch: {type(exc).__name__}: {exc}")
@@ -386,6 +438,9 @@ def _merge(report: TickReport, stage: str, result: dict[str, Any]) -> None:
     elif stage == "verify":
         report.verdicts = [VerdictSummary(**v) for v in result.get("verdicts") or []]
         report.warnings.extend(f"verify: {e}" for e in result.get("errors") or [])
+    elif stage == "reconcile":
+        report.reconciled = list(result.get("reconciled") or [])
+        report.warnings.extend(f"reconcile: {e}" for e in result.get("errors") or [])
     elif stage == "plan":
         report.warnings.extend(f"plan: {e}" for e in result.get("errors") or [])
         report.pending = {model: list(names) for model, names in (result.get("pending") or {}).items()}

@@ -160,6 +160,10 @@ class TransientActionError(ActionError):
         self.delay = delay
 
 
+class ActionTimeoutError(ActionError):
+    """The executor interrupted an attempt that ran past its action type's ``timeout``; the run ends ``timed_out``."""
+
+
 class ServingError(MapeError):
     """A serving target cannot act: no free port, a replica fails to start, the artifact is unreadable, the API
     server refuses.

@@ -9,25 +9,42 @@ Exactly once, by construction rather than by memory:
 * a decision has at most one action run (unique ``decision_id``) and a
   repeated tick produces no new decision (the planner's dedup key);
 * a run is claimed with a compare-and-set ``UPDATE ... WHERE state IN
-  (pending, scheduled)``, so two executors cannot both start it;
+  (pending, scheduled)``, so two executors cannot both start it, and the
+  claim is refused while another run of the same model is ``running`` (at
+  most one action in flight per model);
+* the claim records the process that runs the attempt (``claimed_by``), so
+  reconciliation (:mod:`mape.execute.reconcile`) can tell a run whose process
+  died from one still running;
 * the effector's writes (new version, promotion) commit in the same
   transaction as the ``succeeded`` state, so a crash mid-action leaves no half
-  result, and the run's state says what to do next.
+  result, and the run's state says what to do next; that transaction is
+  fenced (``UPDATE ... WHERE state = running AND attempts = n AND claimed_by
+  = me``), so an attempt that was timed out or reconciled meanwhile commits
+  nothing.
 
 Failures never escape: :class:`~mape.errors.PermanentActionError` fails the
 run, :class:`~mape.errors.TransientActionError` and unexpected exceptions are
-retried with backoff until the action type's ``retries`` are spent.
+retried with backoff until the action type's ``retries`` are spent. An attempt
+past its type's ``timeout`` is interrupted where it runs (the main thread, as
+in ``mape tick`` and ``mape run``'s tick processes: ``SIGALRM``) and ends
+``timed_out``, its writes rolled back; elsewhere, and for a claimer that hangs
+outside Python, a later tick times the run out.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import ValidationError
-from sqlalchemy import or_, update
+from sqlalchemy import exists, or_, select as sa_select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -39,7 +56,8 @@ from mape.config import ModelConfig, NotificationSettings
 from mape.data.artifacts import Location
 from mape.data.energy import measure_energy
 from mape.data.sources import TableSource, open_source
-from mape.errors import PermanentActionError, TransientActionError
+from mape.errors import ActionTimeoutError, PermanentActionError, TransientActionError
+from mape.execute.claims import this_process
 from mape.execute.context import ActionContext
 from mape.execute.registry import ActionRegistry
 from mape.execute.state import transition
@@ -49,7 +67,12 @@ S = ActionState
 
 
 def idempotency_key(decision: Decision) -> str:
+    """The run's idempotency key; Prefect gets it too (:func:`flows.actions.start_action`), so one decision is one flow run."""
     return f"mape-decision-{decision.id}"
+
+
+class AttemptLost(Exception):
+    """The attempt's run is no longer this attempt's (timed out or reconciled meanwhile): its outcome is discarded."""
 
 
 class Executor:
@@ -142,16 +165,27 @@ class Executor:
             if spec is None or spec.timeout is None or run.started_at is None:
                 continue
             if run.started_at + spec.timeout < at:
-                transition(run, S.timed_out.value, at=at,
-                           message=f"still running {at - run.started_at} after start; timeout {spec.timeout}")
-                session.add(run)
-                audit.record(session, actor=self.actor, kind="action.timed_out", subject=str(run), time=at)
+                # compare-and-set on the attempt: an attempt that finished meanwhile keeps its outcome
+                message = f"still running {at - run.started_at} after start; timeout {spec.timeout}"
+                result = session.execute(
+                    update(ActionRun)
+                    .where(col(ActionRun.id) == run.id, col(ActionRun.state) == S.running.value,
+                           col(ActionRun.attempts) == run.attempts)
+                    .values(state=S.timed_out.value, message=message, finished_at=at, updated_at=at)
+                    .execution_options(synchronize_session=False)
+                )
+                session.expire(run)
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    audit.record(session, actor=self.actor, kind="action.timed_out", subject=str(run), time=at,
+                                 payload={"decision": run.decision_id, "attempts": run.attempts,
+                                          "claimed_by": run.claimed_by})
 
-    def runnable(self, session: Session, at: datetime) -> list[int]:
-        """Ids of pending runs whose time has come, oldest first."""
+    def runnable(self, session: Session, at: datetime, *, deferred: bool = True) -> list[int]:
+        """Ids of pending runs whose time has come, oldest first; ``deferred=False`` leaves ``scheduled`` runs out."""
+        states = [S.pending.value, S.scheduled.value] if deferred else [S.pending.value]
         return list(session.exec(
             select(ActionRun.id)
-            .where(col(ActionRun.state).in_([S.pending.value, S.scheduled.value]),
+            .where(col(ActionRun.state).in_(states),
                    or_(col(ActionRun.scheduled_for).is_(None), col(ActionRun.scheduled_for) <= at))
             .order_by(col(ActionRun.id))
         ).all())
@@ -159,22 +193,50 @@ class Executor:
     # ------------------------------------------------------------------ run
 
     def claim(self, run_id: int, at: datetime, *, flow_run_id: str | None = None) -> bool:
-        """Atomically move a runnable run to ``running``; False if another executor has it or it is done."""
+        """Atomically move a runnable run to ``running`` for this process; False if it cannot start now.
+
+        It cannot when another executor has it, it is done, or another run of
+        its model is ``running``: one compare-and-set ``UPDATE`` decides all
+        three. On PostgreSQL the model's row is locked first, so two claims for
+        runs of one model are serialised; SQLite serialises writers anyway.
+        """
+        other = aliased(ActionRun)
+        busy = exists().where(other.model_id == ActionRun.model_id, other.state == S.running.value,
+                              other.id != ActionRun.id)
         with self.engine.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                model_of_run = sa_select(ActionRun.model_id).where(col(ActionRun.id) == run_id).scalar_subquery()
+                conn.execute(sa_select(ManagedModel.id).where(col(ManagedModel.id) == model_of_run).with_for_update())
             result = conn.execute(
                 update(ActionRun)
                 .where(col(ActionRun.id) == run_id,
-                       col(ActionRun.state).in_([S.pending.value, S.scheduled.value]))
+                       col(ActionRun.state).in_([S.pending.value, S.scheduled.value]), ~busy)
                 .values(state=S.running.value, attempts=col(ActionRun.attempts) + 1, started_at=at,
-                        updated_at=at, flow_run_id=flow_run_id)
+                        updated_at=at, flow_run_id=flow_run_id, claimed_by=str(this_process()))
             )
             return result.rowcount == 1
 
     def run(self, run_id: int, at: datetime, *, flow_run_id: str | None = None) -> ActionRun | None:
-        """Run one action attempt; returns the run as it ended, or None if it was not claimable."""
+        """Claim and run one action attempt; returns the run as it ended, or None if it was not claimable."""
         if not self.claim(run_id, at, flow_run_id=flow_run_id):
-            log.info("Action run %s was not claimable (already running or finished); skipped", run_id)
+            log.info("Action run %s was not claimable (finished, running elsewhere, or its model is busy); skipped",
+                     run_id)
             return None
+        return self.attempt(run_id, at)
+
+    def attempt(self, run_id: int, at: datetime) -> ActionRun | None:
+        """Run the attempt this process claimed (:meth:`claim`); returns the run as it ended.
+
+        None if the run is not this process's running attempt. The outcome is
+        fenced: if the run was timed out or reconciled while the effector ran,
+        nothing of the attempt is written and the run is returned as it is.
+        """
+        with session_scope(self.engine) as session:
+            current = session.get(ActionRun, run_id)
+            if current is None or current.state != S.running.value or current.claimed_by != str(this_process()):
+                log.warning("Action run %s is not running for this process; its attempt is not run", run_id)
+                return None
+            number = current.attempts
         try:
             with session_scope(self.engine) as session:
                 run = session.get(ActionRun, run_id)
@@ -190,51 +252,178 @@ class Executor:
                                     artifacts_dir=self.artifacts_dir, actor=self.actor,
                                     source_factory=self.source_factory, notifications=self.notifications,
                                     serving_dir=self.serving_dir)
+                limit = spec.timeout.total_seconds() if spec.timeout else None
                 if self.energy_metering:
-                    with measure_energy() as energy:
+                    with measure_energy() as energy, _deadline(limit):
                         result = spec.fn(ctx, params)
                     run.energy_kwh = energy.kwh
                     run.emissions_kg = energy.emissions_kg(_intensity(session, run.model_id, at))
                 else:
-                    result = spec.fn(ctx, params)
+                    with _deadline(limit):
+                        result = spec.fn(ctx, params)
+                _fence(session, run_id, number, at)
                 transition(run, S.succeeded.value, at=at, message="")
                 run.result = _jsonable(result or {})
+                _record_emissions(run, decision)
                 session.add(run)
                 audit.record(session, actor=self.actor, kind="action.succeeded", subject=str(run),
                              payload={"decision": run.decision_id, "result": run.result}, time=at)
                 log.info("%s succeeded: %s", run, run.result)
                 return run
+        except AttemptLost as exc:
+            return self._discarded(run_id, number, exc)
+        except ActionTimeoutError as exc:
+            return self._timed_out(run_id, at, exc, attempt=number)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a state, none stops the loop
-            return self._failed(run_id, at, exc)
+            return self._failed(run_id, at, exc, attempt=number)
 
-    def _failed(self, run_id: int, at: datetime, exc: Exception) -> ActionRun:
+    def abandon(self, run_id: int, at: datetime, exc: Exception) -> ActionRun | None:
+        """An attempt this process claimed but could not run (its orchestrator failed): it counts as a failed attempt.
+
+        Nothing happens unless the run is still ``running`` for this process
+        (an attempt that finished keeps its outcome).
+        """
         with session_scope(self.engine) as session:
             run = session.get(ActionRun, run_id)
-            assert run is not None
-            spec = self.registry.get(run.action) if run.action in self.registry else None
-            retries = spec.retries if spec else 0
-            message = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, PermanentActionError) and run.attempts <= retries:
-                delay = exc.delay if isinstance(exc, TransientActionError) else (
-                    spec.retry_delay.total_seconds() * 2 ** (run.attempts - 1) if spec else 60.0)
-                transition(run, S.pending.value, at=at, message=f"attempt {run.attempts} failed: {message}")
-                run.scheduled_for = at + timedelta(seconds=delay)
-                kind = "action.retrying"
-                log.warning("%s failed; retrying in %ss: %s", run, int(delay), message)
-            else:
-                transition(run, S.failed.value, at=at, message=message)
-                kind = "action.failed"
-                log.error("%s failed after %d attempt(s): %s", run, run.attempts, message)
-            session.add(run)
-            audit.record(session, actor=self.actor, kind=kind, subject=str(run),
-                         payload={"decision": run.decision_id, "error": message, "attempts": run.attempts}, time=at)
+            if run is None or run.state != S.running.value or run.claimed_by != str(this_process()):
+                return run
+            number = run.attempts
+        return self._failed(run_id, at, exc, attempt=number)
+
+    def _timed_out(self, run_id: int, at: datetime, exc: Exception, *, attempt: int) -> ActionRun | None:
+        try:
+            with session_scope(self.engine) as session:
+                _fence(session, run_id, attempt, at)
+                run = session.get(ActionRun, run_id)
+                assert run is not None
+                transition(run, S.timed_out.value, at=at, message=str(exc))
+                session.add(run)
+                audit.record(session, actor=self.actor, kind="action.timed_out", subject=str(run), time=at,
+                             payload={"decision": run.decision_id, "attempts": run.attempts, "error": str(exc)})
+                log.error("%s timed out: %s", run, exc)
+                return run
+        except AttemptLost as lost:
+            return self._discarded(run_id, attempt, lost)
+
+    def _discarded(self, run_id: int, number: int, exc: Exception) -> ActionRun | None:
+        with session_scope(self.engine) as session:
+            run = session.get(ActionRun, run_id)
+            log.warning("Attempt %d of %s was discarded: %s", number, run, exc)
             return run
+
+    def _failed(self, run_id: int, at: datetime, exc: Exception, *, attempt: int) -> ActionRun | None:
+        try:
+            with session_scope(self.engine) as session:
+                _fence(session, run_id, attempt, at)
+                run = session.get(ActionRun, run_id)
+                assert run is not None
+                self.retry_or_fail(session, run, at, f"{type(exc).__name__}: {exc}",
+                                   permanent=isinstance(exc, PermanentActionError),
+                                   delay=exc.delay if isinstance(exc, TransientActionError) else None)
+                return run
+        except AttemptLost as lost:
+            return self._discarded(run_id, attempt, lost)
+
+    def retry_or_fail(self, session: Session, run: ActionRun, at: datetime, message: str, *, permanent: bool = False,
+                      delay: float | None = None, kind: str | None = None, verb: str = "failed",
+                      payload: dict[str, Any] | None = None, since: datetime | None = None) -> None:
+        """Move a running run whose attempt ended without success back to ``pending`` (with backoff) or to ``failed``.
+
+        A permanent error, or an attempt past the action type's ``retries``,
+        fails the run; otherwise it is retried after ``delay`` seconds, or the
+        type's ``retry_delay`` doubled per attempt, counted from ``since``
+        (default ``at``; reconciliation counts from the lost attempt's start,
+        as it cannot know when its process died). One audit event (``kind``,
+        default ``action.retrying`` or ``action.failed``) records it.
+        """
+        spec = self.registry.get(run.action) if run.action in self.registry else None
+        retries = spec.retries if spec else 0
+        if not permanent and run.attempts <= retries:
+            wait = delay if delay is not None else (
+                spec.retry_delay.total_seconds() * 2 ** (run.attempts - 1) if spec else 60.0)
+            transition(run, S.pending.value, at=at, message=f"attempt {run.attempts} {verb}: {message}")
+            run.scheduled_for = max(at, ensure_utc(since or at) + timedelta(seconds=wait))
+            event = kind or "action.retrying"
+            log.warning("%s %s; retrying in %ss: %s", run, verb, int(wait), message)
+        else:
+            transition(run, S.failed.value, at=at, message=message if verb == "failed" else f"{verb}: {message}")
+            event = kind or "action.failed"
+            log.error("%s failed after %d attempt(s): %s", run, run.attempts, message)
+        session.add(run)
+        audit.record(session, actor=self.actor, kind=event, subject=str(run),
+                     payload={"decision": run.decision_id, "error": message, "attempts": run.attempts,
+                              "state": run.state, **(payload or {})}, time=at)
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`~mape.errors.ActionTimeoutError` in the block after ``seconds`` of wall time.
+
+    Only in the main thread of a platform with ``SIGALRM`` (the previous
+    handler and timer are restored); elsewhere the block runs unbounded.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise ActionTimeoutError(f"interrupted after {seconds:g}s, the action type's timeout")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _fence(session: Session, run_id: int, attempt: int, at: datetime) -> None:
+    """Hold the run for this attempt's outcome, or raise :class:`AttemptLost` if it is no longer this attempt's.
+
+    A compare-and-set in the outcome's own transaction: on PostgreSQL it locks
+    the row until commit, so nothing can time out or reconcile the run between
+    the check and the outcome.
+    """
+    result = session.execute(
+        update(ActionRun)
+        .where(col(ActionRun.id) == run_id, col(ActionRun.state) == S.running.value,
+               col(ActionRun.attempts) == attempt, col(ActionRun.claimed_by) == str(this_process()))
+        .values(updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise AttemptLost(f"the run is no longer running attempt {attempt} for this process")
 
 
 def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=str))
+
+
+def _record_emissions(run: ActionRun, decision: Decision | None) -> None:
+    """Beside a metered run's realised emissions, what its deferral's forecasts promised (``result.emissions``).
+
+    The decision's ``evidence.schedule`` holds the forecast intensity of
+    starting at the earliest time and of the window chosen; times the energy
+    measured, they are the run-now and chosen-window forecast emissions, so a
+    saving is reported against what was realised, not only what was promised.
+    """
+    schedule = (decision.evidence or {}).get("schedule") if decision is not None else None
+    forecast = schedule.get("forecast") if isinstance(schedule, dict) else None
+    if run.energy_kwh is None or not isinstance(forecast, dict):
+        return
+
+    def kg(means: Any) -> float | None:
+        g = means.get("carbon") if isinstance(means, dict) else None
+        return round(run.energy_kwh * g / 1000, 9) if isinstance(g, (int, float)) and run.energy_kwh is not None \
+            else None
+
+    run.result = {**(run.result or {}), "emissions": {
+        "energy_kwh": run.energy_kwh, "realised_kg": run.emissions_kg,
+        "run_now_forecast_kg": kg(forecast.get("run_now")), "chosen_forecast_kg": kg(forecast.get("chosen")),
+        "planned_start": schedule.get("start") if isinstance(schedule, dict) else None}}
 
 
 def _intensity(session: Session, model_id: int, at: datetime) -> list[tuple[datetime, float]]:

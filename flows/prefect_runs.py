@@ -1,0 +1,122 @@
+"""Prefect's side of the action runs: flow runs created under the run's idempotency key, read and corrected.
+
+Who calls it: :func:`flows.actions.start_action` creates (or finds) an action
+run's flow run with :func:`ensure_flow_run`; the controller built by
+:mod:`flows.controllers` reconciles through :class:`PrefectFlowRuns`
+(:mod:`mape.execute.reconcile`) at the start of every tick.
+
+Prefect's server honours an idempotency key on ``POST /flow_runs/``: a second
+create with the same flow and key returns the first flow run (status 200
+instead of 201). ``PrefectClient.create_flow_run`` does not pass a key
+(Prefect 3.8.8; only deployment runs take one), so :func:`ensure_flow_run`
+posts the documented ``FlowRunCreate`` body itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+from uuid import UUID
+
+from prefect import Flow, get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import FlowRunCreate
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State, to_state_create
+
+__all__ = ["ACTION_FLOW", "PAGE", "PrefectFlowRuns", "ensure_flow_run", "read_all"]
+
+#: The name of the action flow (:func:`flows.actions.action_flow`).
+ACTION_FLOW = "mape-action"
+#: The most flow runs Prefect's API returns for one filter request.
+PAGE = 200
+_UNFINISHED = [StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+
+
+def ensure_flow_run(client: SyncPrefectClient, flow: Flow[Any, Any], *, idempotency_key: str, name: str,
+                    parameters: dict[str, Any], tags: Iterable[str] = ()) -> tuple[FlowRun, bool]:
+    """The flow run of ``flow`` with this idempotency key, created ``Pending`` if Prefect has none; and whether it is new."""
+    flow_id = client.create_flow(flow)
+    body = FlowRunCreate(flow_id=flow_id, flow_version=flow.version, name=name,
+                         parameters=flow.serialize_parameters(parameters), tags=list(tags),
+                         idempotency_key=idempotency_key, state=to_state_create(Pending()))
+    response = client.request("POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True))
+    return FlowRun.model_validate(response.json()), response.status_code == 201
+
+
+class PrefectFlowRuns:
+    """The action flow runs on the Prefect API of this process's settings (``PREFECT_API_URL``).
+
+    Parameters
+    ----------
+    flow_name : str
+        Name of the action flow.
+    limit : int
+        At most this many unfinished flow runs are read per reconciliation
+        (in pages of :data:`PAGE`, the most Prefect's API returns at once).
+    """
+
+    def __init__(self, flow_name: str = ACTION_FLOW, *, limit: int = 1000) -> None:
+        self.flow_name = flow_name
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"PrefectFlowRuns(flow_name={self.flow_name!r})"
+
+    def states(self, flow_run_ids: Collection[str]) -> dict[str, str]:
+        ids = [UUID(i) for i in flow_run_ids]
+        found: dict[str, str] = {}
+        with get_client(sync_client=True) as client:
+            for start in range(0, len(ids), PAGE):
+                chunk = ids[start:start + PAGE]
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                                             limit=len(chunk), sort=FlowRunSort.ID_DESC)
+                found.update({str(r.id): r.state_type.value for r in runs if r.state_type is not None})
+        return found
+
+    def unfinished(self) -> dict[str, str]:
+        with get_client(sync_client=True) as client:
+            runs = read_all(client, limit=self.limit,
+                            flow_filter=FlowFilter(name=FlowFilterName(any_=[self.flow_name])),
+                            flow_run_filter=FlowRunFilter(
+                                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_UNFINISHED))))
+        return {str(r.id): r.state_type.value for r in runs if r.state_type is not None}
+
+    def mark(self, flow_run_id: str, state: str, message: str) -> None:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(UUID(flow_run_id), _state(state, message), force=True)
+
+
+def read_all(client: SyncPrefectClient, *, limit: int, **filters: Any) -> list[FlowRun]:
+    """Up to ``limit`` flow runs matching ``filters`` (``read_flow_runs``' keywords), newest first, page by page."""
+    runs: list[FlowRun] = []
+    while len(runs) < limit:
+        page = client.read_flow_runs(**filters, limit=min(PAGE, limit - len(runs)), offset=len(runs),
+                                     sort=FlowRunSort.ID_DESC)
+        runs.extend(page)
+        if len(page) < PAGE:
+            break
+    return runs
+
+
+def _state(name: str, message: str) -> State[Any]:
+    """A Prefect state for one of :func:`mape.execute.reconcile.flow_state_for`'s answers."""
+    message = message[:2000]
+    if name == "COMPLETED":
+        return Completed(message=message)
+    if name == "CANCELLED":
+        return Cancelled(message=message)
+    if name == "CRASHED":
+        return Crashed(message=message)
+    if name == "TimedOut":
+        return Failed(name="TimedOut", message=message)
+    return Failed(message=message)
