@@ -535,6 +535,16 @@ def models_list(config: ConfigOption = None) -> None:
                 typer.echo(f"  v{version.version} {version.stage}{score} {version.artifact_uri}")
 
 
+def _managed_model(session, name: str):  # type: ignore[no-untyped-def]
+    """The managed model ``name``, or exit 2 with the registry's message."""
+    from knowledge import registry
+
+    try:
+        return registry.get_model(session, name)
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+
+
 def _version_record(session, version) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """A version with its lineage: the run and decision that produced it, its gate numbers and references."""
     from knowledge.references import references_of_version
@@ -567,10 +577,7 @@ def models_show(
 
     settings = _settings(config)
     with _knowledge_session(settings) as session:
-        try:
-            model = registry.get_model(session, name)
-        except registry.RegistryError as exc:
-            _fail(str(exc))
+        model = _managed_model(session, name)
         record = {"name": model.name, "owner": model.owner, "labels": model.labels,
                   "versions": [_version_record(session, v) for v in registry.versions(session, model.id)]}
     if as_json:
@@ -606,10 +613,7 @@ def models_promote(
 
     settings = _settings(config)
     with _knowledge_session(settings) as session:
-        try:
-            model = registry.get_model(session, name)
-        except registry.RegistryError as exc:
-            _fail(str(exc))
+        model = _managed_model(session, name)
         row = session.exec(select(ModelVersion).where(ModelVersion.model_id == model.id,
                                                       ModelVersion.version == version)).first()
         if row is None:
@@ -635,10 +639,7 @@ def models_rollback(
 
     settings = _settings(config)
     with _knowledge_session(settings) as session:
-        try:
-            model = registry.get_model(session, name)
-        except registry.RegistryError as exc:
-            _fail(str(exc))
+        model = _managed_model(session, name)
         target = registry.rollback_target(session, model.id)
         if target is None:
             _fail(f"model {name} has no earlier good version to roll back to")
@@ -657,7 +658,6 @@ def models_references(
     config: ConfigOption = None,
 ) -> None:
     """The drift references a model's sensors compared with, newest first: version, kind, window, rows, why."""
-    from knowledge import registry
     from knowledge.database import create_engine_for, session_scope
     from knowledge.references import reference_sample, references
     from knowledge.tables import ModelVersion
@@ -665,10 +665,7 @@ def models_references(
     settings = _settings(config)
     engine = create_engine_for(settings.db_url)
     with session_scope(engine) as session:
-        try:
-            model = registry.get_model(session, name)
-        except registry.RegistryError as exc:
-            _fail(str(exc))
+        model = _managed_model(session, name)
         assert model.id is not None
         rows = references(session, model.id, limit=limit)
         if not rows:
