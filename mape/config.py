@@ -58,6 +58,9 @@ class FileSourceConfig(_Strict):
     path: str = Field(description="File, directory or glob; relative paths are resolved against the config file.")
     timestamp_column: str = Field("timestamp", description="Column holding the event time of each row.")
     id_column: str = Field("id", description="Column holding the row's unique id (joins predictions to labels).")
+    cache_mb: float = Field(64, ge=0, description=(
+        "Memory (MiB) for decoded Parquet files kept while unchanged (modification time, size, inode), so ticks "
+        "do not decode the same files again; least recently used first out; 0 turns it off."))
 
 
 class SqlSourceConfig(_Strict):

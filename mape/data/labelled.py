@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mape._util.timeutil import ensure_utc
-from mape.data.sources import TableSource, select
+from mape.data.sources import TableSource, floor_ticks, select
 from mape.errors import InvalidParameterError
 
 _KEY = "__mape_join_key__"
@@ -90,25 +90,49 @@ def labelled_window(
 
     arrived = labels.read(start, as_of + timedelta(microseconds=1), columns=[labels.id_column, label_column])
     values = arrived[label_column]
-    counted = values.notna().to_numpy() & np.asarray(arrived[labels.timestamp_column].array <= as_of)
-    ids, values = arrived[labels.id_column][counted], values[counted]
-    latest = ~ids.duplicated(keep="last").to_numpy()
-    ids, values = ids[latest], values[latest]
-
+    stamps = arrived[labels.timestamp_column].array  # UTC, as every read returns them
+    counted = values.notna().to_numpy() & (stamps.asi8 <= floor_ticks(as_of, stamps.unit))
+    label_ids = arrived[labels.id_column].to_numpy()
     prediction_ids = predictions[id_column]
-    if prediction_ids.dtype != ids.dtype:  # a merge settles the ids' types (and their text when one is numeric)
-        return _merged(predictions, ids, values, columns, id_column, time_column)
-    # an inner join on ids of one type, each with one label now: an index lookup (a merge costs several times more)
-    position = pd.Index(ids).get_indexer(prediction_ids)
-    taken = np.flatnonzero(position >= 0)
-    labelled = values.array.take(position[taken])
+    if prediction_ids.dtype.kind in "iu" and label_ids.dtype.kind in "iu":
+        # integer ids: the latest label of each id by a sort, the join by a binary search (no pandas index)
+        known, rows = _latest(label_ids, counted)
+        wanted = prediction_ids.to_numpy()
+        where = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
+        taken = np.flatnonzero(known[where] == wanted) if len(known) else np.empty(0, dtype=np.intp)
+        labelled = values.array.take(rows[where[taken]])
+    else:
+        ids, kept = arrived[labels.id_column][counted], values[counted]
+        latest = ~ids.duplicated(keep="last").to_numpy()
+        ids, kept = ids[latest], kept[latest]
+        if prediction_ids.dtype != ids.dtype:  # a merge settles the ids' types (and their text when one is numeric)
+            return _merged(predictions, ids, kept, columns, id_column, time_column)
+        # an inner join on ids of one type, each with one label now: an index lookup (a merge costs several times more)
+        position = pd.Index(ids).get_indexer(prediction_ids)
+        taken = np.flatnonzero(position >= 0)
+        labelled = kept.array.take(position[taken])
     if len(set(columns)) < len(columns):  # a column asked for twice: frames keep repeated names, dicts do not
         joined = select(predictions.take(taken).assign(**{label_column: labelled}), columns)
-    else:  # built once from the columns' arrays (each step on a frame costs more than the copying)
-        joined = pd.DataFrame({c: labelled if c == label_column else predictions[c].array.take(taken) for c in columns})
-    if not joined[time_column].is_monotonic_increasing:  # the read sorted them; a stable sort keeps that order
-        joined = joined.sort_values(time_column, kind="stable")
-    return joined.reset_index(drop=True)
+    else:  # one take of the rows, the label put in its place (each step on a frame costs more than the copying)
+        joined = predictions.take(taken)
+        joined.insert(len(joined.columns) - len(versions), label_column, labelled)
+        joined = select(joined, columns)
+        joined.index = pd.RangeIndex(len(joined))
+    times = joined[time_column].array
+    if len(times) > 1 and not bool((times.asi8[1:] >= times.asi8[:-1]).all()):  # the read sorted them
+        joined = joined.sort_values(time_column, kind="stable").reset_index(drop=True)
+    return joined
+
+
+def _latest(ids: np.ndarray, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids among the ``counted`` rows, sorted, and the row of each one's last (latest) label."""
+    rows = np.flatnonzero(counted)
+    keys = ids[rows]
+    order = np.argsort(keys, kind="stable")  # an id's rows stay in arrival order: its last is the latest
+    keys = keys[order]
+    last = np.ones(len(keys), dtype=bool)
+    last[:-1] = keys[1:] != keys[:-1]
+    return keys[last], rows[order[last]]
 
 
 def _merged(predictions: pd.DataFrame, ids: pd.Series, values: pd.Series, columns: list[str], id_column: str,

@@ -37,7 +37,14 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, S
 from knowledge.database import normalise_url
 from mape._util.timeutil import ensure_utc
 from mape.config import FileSourceConfig, SqlSourceConfig
+from mape.data.table_cache import Stamp, TableCache, stamp_of
 from mape.errors import DataSourceError, InvalidParameterError
+
+#: Whether pandas copies on write (always from pandas 3): only then may frames handed out share kept memory.
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
+
+#: Memory a file source may keep decoded Parquet files in (see :class:`FileSource`).
+DEFAULT_CACHE_BYTES = 64 * 2**20
 
 _GLOB_CHARACTERS = frozenset("*?[")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -111,16 +118,23 @@ class TableSource(ABC):
             except (ValueError, TypeError) as exc:
                 raise DataSourceError(f"{self.name}: column {ts!r} does not hold timestamps: {exc}") from None
         # each step copies every column, so it is skipped where it would change nothing (the usual case of a
-        # scan that already applied the window to sorted rows)
-        times = stamps.array  # compared as an array: a Series' comparison costs several times more
-        inside = np.asarray((times >= start) & (times < end))
-        if not inside.all():
-            frame, stamps = frame.loc[inside], stamps[inside]
+        # scan that already applied the window to sorted rows); times are compared as integers in their unit
+        ticks, unit = stamps.array.asi8, stamps.array.unit  # NaT is the least integer: outside every window
+        low, high = _ticks(start, unit), _ticks(end, unit)
+        ordered = bool((ticks[1:] >= ticks[:-1]).all())
+        if ordered:
+            first, last = (int(i) for i in np.searchsorted(ticks, [low, high]))
+            if (first, last) != (0, len(ticks)):
+                frame, stamps = frame.iloc[first:last], stamps.iloc[first:last]
+        else:
+            inside = (ticks >= low) & (ticks < high)
+            if not inside.all():
+                frame, stamps = frame.loc[inside], stamps[inside]
         if wanted is not None:
             frame = select(frame, wanted)
         if converted:
             frame = frame.assign(**{ts: stamps})
-        if not stamps.is_monotonic_increasing:
+        if not ordered:
             frame = frame.sort_values(ts, kind="stable")
         return frame.reset_index(drop=True)
 
@@ -239,7 +253,7 @@ class CachedWindow(TableSource):
         wanted = self._wanted(columns)
         self._check_columns(self.frame.columns.tolist(), wanted)
         times = self.frame[self.timestamp_column].array  # sorted UTC times, as every read returns them
-        first, last = times.searchsorted([pd.Timestamp(start), pd.Timestamp(end)])
+        first, last = np.searchsorted(times.asi8, [_ticks(start, times.unit), _ticks(end, times.unit)])
         rows = self.frame.iloc[first:last] if first or last < len(times) else self.frame.copy(deep=False)
         if wanted is not None:
             rows = select(rows, wanted)
@@ -268,18 +282,31 @@ class FileSource(TableSource):
         The file format.
     timestamp_column, id_column : str
         See :class:`TableSource`.
+    cache_bytes : int, default 64 MiB
+        Decoded Parquet files kept in memory while unchanged (see
+        :mod:`mape.data.table_cache`); a file that does not fit is read each
+        time. With a cache, a directory's files whose timestamp statistics
+        lie outside the window are not read at all. 0 turns it off (every
+        read scans the files with :mod:`pyarrow.dataset`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, kind: Literal["parquet", "csv"],
-                 timestamp_column: str = "timestamp", id_column: str = "id") -> None:
+                 timestamp_column: str = "timestamp", id_column: str = "id",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if kind not in ("parquet", "csv"):
             raise InvalidParameterError.for_parameter("kind", "FileSource", "one of 'parquet', 'csv'", kind)
+        if cache_bytes < 0:
+            raise InvalidParameterError.for_parameter("cache_bytes", "FileSource", "at least 0", cache_bytes)
         self.path = os.fspath(path)
         self.kind = kind
         self.timestamp_column = timestamp_column
         self.id_column = id_column
-        self._schema: tuple[tuple[tuple[str, int, int], ...], pa.Schema] | None = None
-        self._footer: tuple[str, tuple[int, int], pq.FileMetaData] | None = None
+        self._schema: tuple[tuple[tuple[Any, ...], ...], pa.Schema] | None = None
+        self._footer: tuple[str, Stamp, pq.FileMetaData] | None = None
+        # decoded Parquet files kept while unchanged (CSV is parsed again: pandas frames can be changed in place)
+        self.cache = TableCache(cache_bytes) if kind == "parquet" and cache_bytes > 0 else None
+        self._spans: dict[str, tuple[Stamp, tuple[int, int, str] | None]] = {}
+        self._file_schemas: dict[str, tuple[tuple[int, ...], pa.Schema]] = {}
         self._partial_reads_alike = kind == "parquet"  # CSV: a file lacking a column asked for is an error
 
     @property
@@ -292,10 +319,9 @@ class FileSource(TableSource):
         if path.is_file():
             return [path]
         if path.is_dir():
-            return sorted(
-                p for p in path.rglob(f"*.{self.kind}")
-                if p.is_file() and not any(part[:1] in (".", "_") for part in p.relative_to(path).parts)
-            )
+            found: list[str] = []
+            _walk(os.fspath(path), f".{self.kind}", found)
+            return [Path(f) for f in sorted(found, key=lambda f: f.split(os.sep))]  # as paths sort, part by part
         if _GLOB_CHARACTERS & set(self.path):
             return sorted(Path(p) for p in glob.glob(self.path, recursive=True) if Path(p).is_file())
         raise DataSourceError(f"{self.name} does not exist")
@@ -314,6 +340,8 @@ class FileSource(TableSource):
             return self._read_parquet_file(files[0], start, end, columns)
         schema = self._unified_schema(files)
         self._check_columns(schema.names, columns or [self.timestamp_column])
+        if self.cache is not None:
+            return self._read_parquet_files(files, schema, start, end, columns)
         dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
         window = _arrow_window(self.timestamp_column, schema.field(self.timestamp_column).type, start, end)
         try:
@@ -330,34 +358,120 @@ class FileSource(TableSource):
     def _read_parquet_file(self, file: Path, start: datetime, end: datetime,
                            columns: list[str] | None) -> pd.DataFrame:
         """One file, read directly (a dataset's scan costs more than the decoding of a window-sized file)."""
-        try:
-            with open(file, "rb") as handle:
-                info = os.fstat(handle.fileno())  # of the file opened, so the footer kept is the one read
-                stamp = (info.st_mtime_ns, info.st_size)
-                footer = self._footer if self._footer is not None and self._footer[:2] == (str(file), stamp) else None
-                parquet = pq.ParquetFile(handle, metadata=None if footer is None else footer[2])
-                if footer is None:  # the footer is parsed again only when the file changed
-                    self._footer = (str(file), stamp, parquet.metadata)
-                schema = parquet.schema_arrow.remove_metadata()
-                self._check_columns(schema.names, columns or [self.timestamp_column])
-                table = parquet.read(columns=columns, use_threads=False)
-        except (pa.ArrowException, OSError) as exc:
-            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
-        # as the dataset reads it: the schema's pandas metadata (index, dtypes) is not applied
-        table = table.replace_schema_metadata(None)
+        table = self._file_table(file, columns)
+        if _COPY_ON_WRITE and self.cache is not None and pa.types.is_timestamp(
+                table.schema.field(self.timestamp_column).type):
+            # a kept file's frame, converted once: the window, the columns and the order are applied by _finish
+            # on a copy-on-write view (a caller changing it changes its own copy)
+            frame = self.cache.frame(str(file), table)
+            if frame is None and self.cache.holds(str(file), table):
+                frame = _to_pandas(table, self.timestamp_column)
+                if not self.cache.attach(str(file), table, frame):
+                    frame = None
+            if frame is not None:
+                return frame
         if columns is not None and table.column_names != columns:
             table = table.select(columns)  # in the order asked for (cheaper here than in pandas)
         return _to_pandas(_window_rows(table, self.timestamp_column, start, end), self.timestamp_column)
 
+    def _file_table(self, file: Path, columns: list[str] | None, *, keep: Sequence[str] = (),
+                    partial: bool = False) -> pa.Table:
+        """One file's rows: every column from the cache (read whole and kept when it fits), else ``columns``.
+
+        ``keep`` names the other files of the read, which keeping this one must
+        not evict; with ``partial``, a column the file lacks is left out (the
+        unified schema fills it) instead of being an error.
+        """
+        whole = False
+        try:
+            with open(file, "rb") as handle:
+                info = os.fstat(handle.fileno())  # of the file opened, so the footer kept is the one read
+                stamp = stamp_of(info)
+                table = None if self.cache is None else self.cache.get(str(file), stamp)
+                if table is not None:
+                    if not partial:
+                        self._check_columns(table.column_names, columns or [self.timestamp_column])
+                    return table
+                footer = self._footer if self._footer is not None and self._footer[:2] == (str(file), stamp) else None
+                parquet = pq.ParquetFile(handle, metadata=None if footer is None else footer[2])
+                if footer is None:  # the footer is parsed again only when the file changed
+                    self._footer = (str(file), stamp, parquet.metadata)
+                names = parquet.schema_arrow.names
+                if partial and columns is not None:
+                    columns = [c for c in columns if c in set(names)]
+                self._check_columns(names, columns or [self.timestamp_column])
+                whole = self.cache is not None and self.cache.fits(_decoded_bytes(parquet.metadata))
+                table = parquet.read(columns=None if whole else columns, use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
+        # as the dataset reads it: the schema's pandas metadata (index, dtypes) is not applied
+        table = table.replace_schema_metadata(None)
+        if whole:
+            assert self.cache is not None
+            self.cache.put(str(file), stamp, table, keep=keep)
+        return table
+
+    def _read_parquet_files(self, files: list[Path], schema: pa.Schema, start: datetime, end: datetime,
+                            columns: list[str] | None) -> pd.DataFrame:
+        """Several files through the cache: those that may hold the window, windowed, as the unified schema."""
+        names = [str(f) for f in files]
+        target = pa.schema([schema.field(c) for c in (columns or schema.names)])
+        parts = []
+        for file in files:
+            holds = self._holds(file, schema, start, end)
+            if holds == "none":
+                continue
+            table = self._file_table(file, target.names, keep=names, partial=True)
+            try:
+                if holds != "all":
+                    table = _window_rows(table, self.timestamp_column, start, end)
+                parts.append(_conform(table, target))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
+        if len(self._spans) > len(names):  # files removed since: their statistics are forgotten
+            self._spans = {name: self._spans[name] for name in names if name in self._spans}
+        return _to_pandas(pa.concat_tables(parts) if parts else target.empty_table(), self.timestamp_column)
+
+    def _holds(self, file: Path, schema: pa.Schema, start: datetime, end: datetime) -> Literal["none", "some", "all"]:
+        """What a file's timestamp statistics say of its rows in ``[start, end)`` ("some" when it has none)."""
+        if not pa.types.is_timestamp(schema.field(self.timestamp_column).type):
+            return "some"
+        try:
+            stamp = stamp_of(file.stat())
+            known = self._spans.get(str(file))
+            if known is None or known[0] != stamp:  # the footer is parsed again only when the file changed
+                known = (stamp, _time_span(pq.read_metadata(file), self.timestamp_column))
+                self._spans[str(file)] = known
+        except (pa.ArrowException, OSError) as exc:
+            raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
+        if known[1] is None:
+            return "some"
+        low, high, unit = known[1]
+        first, last = _ticks(start, unit), _ticks(end, unit)
+        if high < first or low >= last:
+            return "none"
+        return "all" if first <= low and high < last else "some"
+
     def _unified_schema(self, files: list[Path]) -> pa.Schema:
         """The files' schemas unified, kept while no file changes (their footers are not parsed every tick)."""
+        schemas, file = [], None
         try:
             key = tuple((str(f), *_stamp(f)) for f in files)
             if self._schema is not None and self._schema[0] == key:
                 return self._schema[1]
-            schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+            known = self._file_schemas
+            self._file_schemas = {}  # of the files there now: a removed file's schema is forgotten
+            for file, (_, *stamp) in zip(files, key):
+                entry = known.get(str(file))
+                if entry is None or entry[0] != tuple(stamp):  # only a new or changed file's footer is parsed
+                    entry = (tuple(stamp), pq.read_schema(file))
+                self._file_schemas[str(file)] = entry
+                schemas.append(entry[1])
+            file = None
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowException, OSError) as exc:
-            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
+            where = "" if file is None else f" ({file})"
+            raise DataSourceError(f"{self.name} cannot be read{where}: {exc}") from None
         schema = schema.remove_metadata()
         self._schema = (key, schema)
         return schema
@@ -381,10 +495,72 @@ class FileSource(TableSource):
         return pd.concat(frames, ignore_index=True)
 
 
-def _stamp(file: Path) -> tuple[int, int]:
-    """What tells that a file changed: its modification time (ns) and size."""
-    info = file.stat()
-    return info.st_mtime_ns, info.st_size
+def _walk(directory: str, suffix: str, found: list[str]) -> None:
+    """Add the files below ``directory`` named ``*suffix`` to ``found``, skipping names that start with . or _."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name[:1] in (".", "_"):
+                continue
+            if entry.is_dir():
+                _walk(entry.path, suffix, found)
+            elif entry.name.endswith(suffix) and entry.is_file():
+                found.append(entry.path)
+
+
+def _decoded_bytes(metadata: pq.FileMetaData) -> int:
+    """About the memory a file takes decoded: its row groups' uncompressed size."""
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def _time_span(metadata: pq.FileMetaData, column: str) -> tuple[int, int, str] | None:
+    """The least and greatest time in a file's ``column`` (as integers in its unit, and the unit), from the footer.
+
+    None when a row group lacks the statistics (the file must then be read).
+    """
+    schema = metadata.schema.to_arrow_schema()
+    position = schema.get_field_index(column)
+    if position < 0 or not pa.types.is_timestamp(schema.field(position).type):
+        return None
+    unit = schema.field(position).type.unit
+    leaf = next((i for i in range(metadata.num_columns) if metadata.schema.column(i).path == column), None)
+    if leaf is None:
+        return None
+    lows, highs = [], []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(leaf).statistics
+        if metadata.row_group(i).num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max or stats.physical_type != "INT64":
+            return None
+        lows.append(int(stats.min_raw))
+        highs.append(int(stats.max_raw))
+    if not lows:
+        return 0, -1, unit  # no rows: holds no window
+    return min(lows), max(highs), unit
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` as ``schema``: its columns in that order and type, a column it lacks as nulls."""
+    present = table.schema
+    if present.names == schema.names and present.types == schema.types:
+        return table
+    if set(schema.names) <= set(present.names):
+        chosen = table.select(schema.names)
+        if chosen.schema.types == schema.types:
+            return chosen.replace_schema_metadata(None)
+    arrays = []
+    for field in schema:
+        if present.get_field_index(field.name) < 0:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        arrays.append(column if column.type == field.type else column.cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _stamp(file: Path) -> Stamp:
+    """What tells that a file changed (see :func:`mape.data.table_cache.stamp_of`)."""
+    return stamp_of(file.stat())
 
 
 def _window_rows(table: pa.Table, column: str, start: datetime, end: datetime) -> pa.Table:
@@ -414,6 +590,17 @@ def _ticks(moment: datetime, unit: str) -> int:
     micros = (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
     ticks = -(-micros * _PER_SECOND[unit] // 10**6)
     return min(max(ticks, _INT64[0]), _INT64[1])
+
+
+def floor_ticks(moment: datetime, unit: str) -> int:
+    """``moment`` in ``unit`` since the epoch, rounded down (so ``t <= moment`` iff ``t <=`` the result), within int64.
+
+    >>> floor_ticks(datetime(1970, 1, 1, 0, 0, 1, 500_000, tzinfo=timezone.utc), "s")
+    1
+    """
+    delta = ensure_utc(moment) - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
+    return min(max(micros * _PER_SECOND[unit] // 10**6, _INT64[0]), _INT64[1])
 
 
 def _to_pandas(table: pa.Table, column: str) -> pd.DataFrame:
@@ -516,7 +703,8 @@ def open_source(cfg: FileSourceConfig | SqlSourceConfig) -> TableSource:
     FileSource('csv source /data/labels')
     """
     if isinstance(cfg, FileSourceConfig):
-        return FileSource(cfg.path, kind=cfg.kind, timestamp_column=cfg.timestamp_column, id_column=cfg.id_column)
+        return FileSource(cfg.path, kind=cfg.kind, timestamp_column=cfg.timestamp_column, id_column=cfg.id_column,
+                          cache_bytes=int(cfg.cache_mb * 2**20))
     if isinstance(cfg, SqlSourceConfig):
         return SqlSource(cfg.url, cfg.table, timestamp_column=cfg.timestamp_column, id_column=cfg.id_column)
     raise InvalidParameterError.for_parameter("cfg", "open_source", "a FileSourceConfig or SqlSourceConfig", cfg)

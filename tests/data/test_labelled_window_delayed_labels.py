@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -101,3 +102,32 @@ def test_a_label_column_named_like_a_log_column_is_refused(sources):
     with pytest.raises(InvalidParameterError, match="The 'label_column' parameter of labelled_window must be"):
         labelled_window(inference, labels, start=minutes(0), end=minutes(60), as_of=minutes(60),
                         prediction_column="prediction", label_column="prediction")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_integer_ids_join_as_text_ids_do_on_random_logs(tmp_path, seed):
+    """The integer fast path (sort and binary search) and the general one (index lookup) agree row for row."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 300))
+    predictions = pd.DataFrame({"id": rng.permutation(10 * n + 1)[:n], "timestamp": [minutes(m) for m in
+                                                                                   np.sort(rng.uniform(-5, 65, n))],
+                                "prediction": rng.integers(0, 2, n)})
+    m = int(rng.integers(0, 2 * n + 1))
+    labels = pd.DataFrame({"id": rng.choice(predictions["id"], m) if n else np.zeros(m, dtype=int),
+                           "timestamp": [minutes(t) for t in rng.uniform(0, 120, m)],  # unsorted, some late
+                           "label": pd.array(np.where(rng.uniform(size=m) < 0.1, None, rng.integers(0, 2, m)),
+                                             dtype="Int64")})
+    labels.loc[labels.index[::7], "timestamp"] = labels["timestamp"].iloc[0] if m else None  # ties of arrival
+    for name, ids in (("int", lambda c: c), ("text", lambda c: c.astype(str))):
+        predictions.assign(id=ids(predictions["id"])).to_parquet(tmp_path / f"p-{name}.parquet")
+        labels.assign(id=ids(labels["id"])).to_parquet(tmp_path / f"l-{name}.parquet")
+    as_of = minutes(float(rng.uniform(0, 130)))
+    got = {name: labelled_window(FileSource(tmp_path / f"p-{name}.parquet", kind="parquet"),
+                                 FileSource(tmp_path / f"l-{name}.parquet", kind="parquet"),
+                                 start=minutes(0), end=minutes(60), as_of=as_of,
+                                 prediction_column="prediction", label_column="label")
+           for name in ("int", "text")}
+
+    assert got["int"]["id"].astype(str).tolist() == got["text"]["id"].tolist()
+    assert got["int"]["label"].tolist() == got["text"]["label"].tolist()
+    assert got["int"]["timestamp"].is_monotonic_increasing
