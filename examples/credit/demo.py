@@ -9,7 +9,12 @@ the shipped policies from ``policies/``:
    detected, accuracy drops, ``retrain-on-drift`` fires with its evidence, the
    candidate beats the champion on held-out recent data and is promoted, and
    accuracy recovers;
-3. hours 24–27: a labelling bug corrupts most labels; at hour 29 an engineer
+3. hour 20: the downturn ends and the population returns; the retrained
+   version, fitted to the downturn, loses accuracy; its policy's ``verify``
+   (accuracy within 3 points of its baseline 8 hours after the retrain) fails
+   and the loop rolls back to version 1, the last verified-good version, and
+   does not retrain again on that symptom;
+4. hours 24–27: a labelling bug corrupts most labels; at hour 29 an engineer
    asks for a retrain; the candidate, trained on the corrupted labels, loses
    to production on clean held-out data and is rejected: it never serves.
 
@@ -24,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,6 +59,7 @@ class Scenario:
     start: datetime = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
     ticks: int = 32
     onset: int = 12
+    recovery: int = 20
     incident: tuple[int, ...] = (24, 25, 26, 27)
     incident_flip_rate: float = 0.7
     manual_retrain_at: int = 29
@@ -188,7 +194,7 @@ def check(engine: Any, scenario: Scenario, serving_seed: int = 12345) -> list[st
             problems.append("no data_drift symptom opened after the onset")
 
         retrains = session.exec(select(Decision).where(
-            Decision.model_id == model.id, Decision.policy_name == "retrain-on-drift",
+            Decision.model_id == model.id, Decision.policy_name == "retrain-on-drift", Decision.action == "retrain",
             col(Decision.status).in_(["proposed", "approved"])).order_by(Decision.id)).all()
         if not retrains:
             problems.append("retrain-on-drift never decided to retrain")
@@ -220,11 +226,12 @@ def check(engine: Any, scenario: Scenario, serving_seed: int = 12345) -> list[st
             if bad.stage != Stage.rejected.value or bad.promoted_at is not None:
                 problems.append(f"the candidate trained on corrupted labels (v{bad.version}) reached production")
 
+        rolled_back = _verification_rollback(session, model.id, retrains, scenario, problems)
         production = registry.production_version(session, model.id)
         recent = queries.observations_between(session, model.id, scenario.at(scenario.ticks - 2),
                                               scenario.at(scenario.ticks), metrics=["performance.accuracy"])
-    if production is None or production.version == 1 or production.promoted_at is None:
-        problems.append(f"a retrained version does not serve at the end (production: "
+    if rolled_back and (production is None or production.version != 1):
+        problems.append(f"version 1 does not serve at the end after the rollback (production: "
                         f"{production.version if production else 'none'})")
     recent_values = [o.value for o in recent if o.value is not None]
     baseline = v1.metrics.get("accuracy", 0.0)
@@ -241,6 +248,30 @@ def check(engine: Any, scenario: Scenario, serving_seed: int = 12345) -> list[st
             problems.append(f"promoted v{promoted_version.version} ({new_acc:.3f}) does not beat v1 ({old_acc:.3f}) "
                             "on post-drift data")
     return problems
+
+
+def _verification_rollback(session: Any, model_id: int, retrains: Sequence[Decision], scenario: Scenario,
+                           problems: list[str]) -> bool:
+    """Whether the promoted retrain failed its verification after the recovery and was rolled back to v1."""
+    for decision in retrains:
+        run = session.exec(select(ActionRun).where(ActionRun.decision_id == decision.id)).first()
+        if run is None or not run.result.get("promoted"):
+            continue
+        if run.verdict != "fail" or run.verdict_at is None or run.verdict_at < scenario.at(scenario.recovery):
+            problems.append(f"the retrain promoted by decision {decision.id} did not fail its verification after the "
+                            f"downturn ended (verdict {run.verdict} at {run.verdict_at})")
+            return False
+        follow_up = session.exec(select(Decision).where(Decision.model_id == model_id,
+                                                        Decision.follows_run_id == run.id)).first()
+        rollback = None if follow_up is None else session.exec(
+            select(ActionRun).where(ActionRun.decision_id == follow_up.id)).first()
+        if follow_up is None or follow_up.action != "rollback" or rollback is None or \
+                rollback.state != "succeeded" or rollback.result.get("to_version") != 1:
+            problems.append(f"the failed verification of run {run.id} was not followed by a rollback to v1")
+            return False
+        return True
+    problems.append("no promoted retrain to verify")
+    return False
 
 
 def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: Scenario = Scenario(),
@@ -273,13 +304,13 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
     echo(f"  policies in force: {', '.join(sorted(p.name for p in controller.policies))}")
     for error in controller.policy_errors:
         echo(f"  refused policy: {error}")
-    echo(f"  drift begins in hour {scenario.onset}; labels of hours {scenario.incident[0]}-{scenario.incident[-1]} "
+    echo(f"  drift begins in hour {scenario.onset} and ends in hour {scenario.recovery}; labels of hours {scenario.incident[0]}-{scenario.incident[-1]} "
          f"are corrupted; an engineer asks for a retrain in hour {scenario.manual_retrain_at}")
     echo("  starting Prefect (embedded) and ticking once per simulated hour...")
     echo("")
     for tick in range(1, scenario.ticks + 1):
         at = scenario.at(tick)
-        batch = serving.requests(at - timedelta(hours=1), drifted=tick >= scenario.onset)
+        batch = serving.requests(at - timedelta(hours=1), drifted=scenario.onset <= tick < scenario.recovery)
         flip = scenario.incident_flip_rate if tick in scenario.incident else 0.0
         served = serving.serve(f"hour-{tick:04d}", batch, corrupt_labels=flip)
         if tick == scenario.manual_retrain_at:
@@ -302,7 +333,8 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
             echo(f"  - {problem}")
     else:
         echo(f"the loop closed ({elapsed:.0f}s): drift detected after the onset, retrained, promoted, accuracy "
-             "recovered; the candidate trained on corrupted labels was rejected.")
+             "recovered; when the downturn ended, the retrain failed its verification and was rolled back to v1; "
+             "the candidate trained on corrupted labels was rejected.")
     mape = _command_path()
     echo(f"knowledge base: {controller.settings.db_url}")
     echo(f"inspect it:     {mape} models list --config {config_path}")

@@ -84,8 +84,30 @@ def test_the_promoted_version_beats_the_old_one_on_post_drift_data_and_accuracy_
     old = np.mean(load_artifact(versions[1].artifact_uri).predict(fresh[FEATURES]) == truth)
     new = np.mean(load_artifact(promoted[0].artifact_uri).predict(fresh[FEATURES]) == truth)
     assert new > old + 0.1
-    assert production.version == promoted[0].version
+    assert production.version == 1  # rolled back when the downturn ended (below)
     assert len(late) == 3 and min(o.value for o in late) > 0.85
+
+
+def test_the_retrain_fails_its_verification_when_the_downturn_ends_and_is_rolled_back(demo_run):
+    _, lines, directory = demo_run
+    scenario = Scenario()
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        retrain = session.exec(select(ActionRun).where(ActionRun.action == "retrain")
+                               .order_by(ActionRun.id)).first()
+        follow_up = session.exec(select(Decision).where(Decision.follows_run_id == retrain.id)).one()
+        rollback = session.exec(select(ActionRun).where(ActionRun.decision_id == follow_up.id)).one()
+        blocked = session.exec(select(Decision).where(Decision.policy_name == "retrain-on-drift",
+                                                      Decision.status == "suppressed")).all()
+    assert retrain.result["promoted"] is True
+    assert retrain.verdict == "fail" and retrain.verify_false >= 2
+    assert scenario.at(scenario.recovery) <= retrain.verdict_at <= scenario.at(scenario.recovery + 4)
+    assert follow_up.policy_name == "retrain-on-drift" and follow_up.action == "rollback"
+    assert "verification failed" in follow_up.reason
+    assert rollback.state == "succeeded" and rollback.result == {"from_version": 2, "to_version": 1}
+    # the policy does not retrain again on the symptom that was open when its change failed
+    assert any("blocked" in d.reason for d in blocked)
+    assert any("rollback run" in line and "succeeded" in line for line in lines)
 
 
 def test_the_candidate_trained_on_corrupted_labels_never_serves(demo_run):

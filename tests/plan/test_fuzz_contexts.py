@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
+from knowledge import registry
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
 from knowledge.tables import Decision, DecisionStatus, ModelVersion, Observation, Stage, Symptom
@@ -145,7 +146,9 @@ def kb() -> Iterator[Engine]:
 
 
 def _store(session: Any, facts: dict[str, Any]) -> Any:
-    model = add_model(session, f"fuzz-{next(_models)}", **facts["labels"])
+    # labels as one mapping: a label key may be any text, "name" included
+    model = registry.upsert_model(session, name=f"fuzz-{next(_models)}", labels=dict(facts["labels"]),
+                                  training_entrypoint="pkg.mod:train")
     for metric, value, offset, labelled in facts["observations"]:
         session.add(Observation(time=AT + offset, model_id=model.id, sensor="fuzz", metric=metric, value=value,
                                 labels={"feature": "x"} if labelled else {}))
