@@ -94,7 +94,8 @@ def labelled_window(
     counted = values.notna().to_numpy() & (stamps.asi8 <= floor_ticks(as_of, stamps.unit))
     label_ids = arrived[labels.id_column].to_numpy()
     prediction_ids = predictions[id_column]
-    if prediction_ids.dtype.kind in "iu" and label_ids.dtype.kind in "iu":
+    if prediction_ids.dtype == label_ids.dtype and isinstance(label_ids.dtype, np.dtype) and \
+            label_ids.dtype.kind in "iu":  # (nullable integers are not numpy integers: the general path)
         # integer ids: the latest label of each id by a sort, the join by a binary search (no pandas index)
         known, rows = _latest(label_ids, counted)
         wanted = prediction_ids.to_numpy()

@@ -131,3 +131,17 @@ def test_integer_ids_join_as_text_ids_do_on_random_logs(tmp_path, seed):
     assert got["int"]["id"].astype(str).tolist() == got["text"]["id"].tolist()
     assert got["int"]["label"].tolist() == got["text"]["label"].tolist()
     assert got["int"]["timestamp"].is_monotonic_increasing
+
+
+def test_nullable_integer_ids_with_a_missing_one_join_the_others(tmp_path):
+    inference = pd.DataFrame({"id": pd.array([1, None, 3], dtype="Int64"),
+                              "timestamp": [minutes(m) for m in (0, 10, 20)], "prediction": [1, 0, 1]})
+    inference.to_parquet(tmp_path / "inference.parquet")
+    pd.DataFrame({"id": pd.array([3, 1], dtype="Int64"), "timestamp": [minutes(30), minutes(40)],
+                  "label": [0, 1]}).to_parquet(tmp_path / "labels.parquet")
+
+    got = labelled_window(FileSource(tmp_path / "inference.parquet", kind="parquet"),
+                          FileSource(tmp_path / "labels.parquet", kind="parquet"), start=minutes(0),
+                          end=minutes(60), as_of=minutes(60), prediction_column="prediction", label_column="label")
+
+    assert got["id"].tolist() == [1, 3] and got["label"].tolist() == [1, 0]
