@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.controllers import controller_for
-from flows.prefect_runs import ACTION_FLOW, ensure_flow_run
+from flows.prefect_runs import ACTION_FLOW, ensure_flow_run, knowledge_base_tag
 from knowledge import queries
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState
@@ -87,11 +87,13 @@ def start_action(controller: Controller, run_id: int, at: datetime, config_file:
         row = session.get(ActionRun, run_id)
         if row is None or row.state not in (ActionState.pending.value, ActionState.scheduled.value):
             return None
-        key, action = prefect_key(row.idempotency_key, queries.knowledge_base_id(session)), row.action
+        instance = queries.knowledge_base_id(session)
+        key, action = prefect_key(row.idempotency_key, instance), row.action
     parameters = {"action_run_id": run_id, "at": at, "config_file": config_file, "claimed": True}
     with get_client(sync_client=True) as client:
         created, _ = ensure_flow_run(client, action_flow, idempotency_key=key, name=f"action-run-{run_id}",
-                                     parameters=parameters, tags=["mape-action", f"mape-action:{action}"])
+                                     parameters=parameters,
+                                     tags=["mape-action", f"mape-action:{action}", knowledge_base_tag(instance)])
     executor = controller.executor
     if not executor.claim(run_id, at, flow_run_id=str(created.id)):
         return None

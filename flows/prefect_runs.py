@@ -28,15 +28,31 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State, to_state_create
 
-__all__ = ["ACTION_FLOW", "PAGE", "PrefectFlowRuns", "ensure_flow_run", "read_all"]
+__all__ = ["ACTION_FLOW", "PAGE", "TICK_FLOW", "PrefectFlowRuns", "ensure_flow_run", "knowledge_base_tag",
+           "process_tag", "read_all"]
 
 #: The name of the action flow (:func:`flows.actions.action_flow`).
 ACTION_FLOW = "mape-action"
+#: The name of the tick flow (:func:`flows.tick.tick_flow`).
+TICK_FLOW = "mape-tick"
+_KB_TAG = "mape-kb:"
+_PROCESS_TAG = "mape-process:"
+
+
+def knowledge_base_tag(knowledge_base: str) -> str:
+    """The tag on every flow run of one knowledge base: reconciliation reads only its own (a server may serve many)."""
+    return f"{_KB_TAG}{knowledge_base}"
+
+
+def process_tag(process: str) -> str:
+    """The tag naming the process that runs a tick (:class:`mape.execute.claims.Claimer`'s text)."""
+    return f"{_PROCESS_TAG}{process}"
 #: The most flow runs Prefect's API returns for one filter request.
 PAGE = 200
 _UNFINISHED = [StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
@@ -83,13 +99,27 @@ class PrefectFlowRuns:
                 found.update({str(r.id): r.state_type.value for r in runs if r.state_type is not None})
         return found
 
-    def unfinished(self) -> dict[str, str]:
-        with get_client(sync_client=True) as client:
-            runs = read_all(client, limit=self.limit,
-                            flow_filter=FlowFilter(name=FlowFilterName(any_=[self.flow_name])),
-                            flow_run_filter=FlowRunFilter(
-                                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_UNFINISHED))))
+    def unfinished(self, knowledge_base: str | None = None) -> dict[str, str]:
+        runs = self._unfinished(self.flow_name, knowledge_base)
         return {str(r.id): r.state_type.value for r in runs if r.state_type is not None}
+
+    def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
+        """The knowledge base's unfinished tick flow runs, by id: the process running each (None when untagged)."""
+        return {str(r.id): next((t[len(_PROCESS_TAG):] for t in r.tags if t.startswith(_PROCESS_TAG)), None)
+                for r in self._unfinished(TICK_FLOW, knowledge_base)}
+
+    def tag(self, flow_run_id: str, tags: Collection[str]) -> None:
+        """Add ``tags`` to a flow run (a tick tags its own run with its knowledge base and process)."""
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            client.update_flow_run(UUID(flow_run_id), tags=sorted({*run.tags, *tags}))
+
+    def _unfinished(self, flow_name: str, knowledge_base: str | None) -> list[FlowRun]:
+        tags = None if knowledge_base is None else FlowRunFilterTags(all_=[knowledge_base_tag(knowledge_base)])
+        with get_client(sync_client=True) as client:
+            return read_all(client, limit=self.limit, flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                            flow_run_filter=FlowRunFilter(
+                                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_UNFINISHED)), tags=tags))
 
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
         with get_client(sync_client=True) as client:

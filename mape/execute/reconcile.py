@@ -22,6 +22,13 @@ Two passes, each change audited (``action.reconciled``):
 2. **Flow runs left unfinished** (a process killed between committing an
    outcome and reporting it to Prefect): each is set to the state its action
    run has (:func:`flow_state_for`).
+3. **Ticks left running.** A killed process leaves its tick's flow run
+   ``RUNNING`` for ever too; each tick flow run names its process, and one
+   whose process is gone is marked ``CRASHED`` (audited as
+   ``tick.reconciled``). A tick on another host is left alone.
+
+Only the knowledge base's own flow runs are read (they carry its tag): one
+Prefect server may orchestrate several knowledge bases.
 
 The orchestrator is reached only through :class:`FlowRuns` (Prefect's lives
 in :mod:`flows.prefect_runs`); without one, only the knowledge base is
@@ -93,8 +100,12 @@ class FlowRuns(Protocol):
         """The state type (``RUNNING``, ``COMPLETED``, ...) of each of these flow runs that exists."""
         ...
 
-    def unfinished(self) -> dict[str, str]:
-        """Every action flow run not in a final state, by id: its state type."""
+    def unfinished(self, knowledge_base: str | None = None) -> dict[str, str]:
+        """Every action flow run (of this knowledge base, when given) not in a final state, by id: its state type."""
+        ...
+
+    def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
+        """The knowledge base's tick flow runs not in a final state, by id: the process running each, if known."""
         ...
 
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
@@ -133,9 +144,13 @@ class ReconcileReport:
     changes: list[Reconciliation] = field(default_factory=list)
     left_running: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Tick flow runs marked ``CRASHED``: their process was gone.
+    crashed_ticks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"changes": [c.as_dict() for c in self.changes], "reconciled": [str(c) for c in self.changes],
+        return {"changes": [c.as_dict() for c in self.changes],
+                "reconciled": [str(c) for c in self.changes] + [f"tick flow run {t}: RUNNING -> CRASHED"
+                                                                  for t in self.crashed_ticks],
                 "left_running": list(self.left_running), "errors": list(self.errors)}
 
 
@@ -170,7 +185,10 @@ def reconcile(executor: Executor, at: datetime, *, flow_runs: FlowRuns | None = 
         report.changes.append(change)
         _audit(executor, change, at)
     if flow_runs is not None:
-        _align(executor, flow_runs, at, report)
+        with session_scope(executor.engine) as session:
+            instance = queries.knowledge_base_id(session)
+        _align(executor, flow_runs, instance, at, report)
+        _crashed_ticks(executor, flow_runs, instance, at, report)
     for change in report.changes:
         log.warning("Reconciled %s", change)
     return report
@@ -214,10 +232,10 @@ def _mark(flow_runs: FlowRuns, change: Reconciliation, flow_run_id: str, state: 
                           flow_after=target)
 
 
-def _align(executor: Executor, flow_runs: FlowRuns, at: datetime, report: ReconcileReport) -> None:
+def _align(executor: Executor, flow_runs: FlowRuns, instance: str, at: datetime, report: ReconcileReport) -> None:
     """Give each unfinished flow run the state of its action run (unless that run is still running)."""
     try:
-        unfinished = flow_runs.unfinished()
+        unfinished = flow_runs.unfinished(instance)
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"reading unfinished flow runs: {type(exc).__name__}: {exc}")
         return
@@ -235,6 +253,31 @@ def _align(executor: Executor, flow_runs: FlowRuns, at: datetime, report: Reconc
         if change.flow_after is not None:
             report.changes.append(change)
             _audit(executor, change, at)
+
+
+def _crashed_ticks(executor: Executor, flow_runs: FlowRuns, instance: str, at: datetime,
+                   report: ReconcileReport) -> None:
+    """Mark ``CRASHED`` each unfinished tick flow run whose process is gone (this host's only: others cannot tell)."""
+    try:
+        ticks = flow_runs.unfinished_ticks(instance)
+    except Exception as exc:  # noqa: BLE001 - the next tick tries again
+        report.errors.append(f"reading unfinished tick flow runs: {type(exc).__name__}: {exc}")
+        return
+    for flow_run_id, process in ticks.items():
+        claimer = Claimer.parse(process)
+        if claimer is None or alive(claimer) is not False:
+            continue
+        message = f"the process that ran this tick ({process}) is gone"
+        try:
+            flow_runs.mark(flow_run_id, "CRASHED", message)
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"marking tick flow run {flow_run_id} CRASHED: {type(exc).__name__}: {exc}")
+            continue
+        report.crashed_ticks.append(flow_run_id)
+        log.warning("Reconciled tick flow run %s: RUNNING -> CRASHED (%s)", flow_run_id, message)
+        with session_scope(executor.engine) as session:
+            audit.record(session, actor=executor.actor, kind="tick.reconciled", subject=f"tick flow run {flow_run_id}",
+                         payload={"flow_run_id": flow_run_id, "process": process, "flow_after": "CRASHED"}, time=at)
 
 
 def _audit(executor: Executor, change: Reconciliation, at: datetime) -> None:

@@ -197,8 +197,10 @@ def test_fifty_kills_in_a_row_lose_nothing_run_nothing_twice_and_leave_prefect_i
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
     from flows.actions import prefect_key
-    from flows.prefect_runs import read_all
+    from flows.prefect_runs import knowledge_base_tag, read_all
 
     directory, config, engine, driver, env, lives = world
     rng = random.Random(SEED)
@@ -263,9 +265,18 @@ def test_fifty_kills_in_a_row_lose_nothing_run_nothing_twice_and_leave_prefect_i
         assert agrees(run.state, flow_run.state_type.value), (run.id, run.state, flow_run.state_type)
         assert flow_run.state_type.value == "COMPLETED" and 1 <= flow_run.run_count <= run.attempts
 
+    # --- Prefect: no tick of this knowledge base left RUNNING by a killed process (those that tagged themselves)
+    with get_client(sync_client=True) as client:
+        ticks = read_all(client, limit=100_000, flow_filter=FlowFilter(name=FlowFilterName(any_=["mape-tick"])),
+                         flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[knowledge_base_tag(instance)])))
+    tick_states = Counter(t.state_type.value for t in ticks)
+    assert tick_states["RUNNING"] == 0, tick_states
+    assert tick_states["CRASHED"] >= lives // 2, f"most killed ticks had tagged their run: {tick_states}"
+
     print(f"\ncrash test ({engine.dialect.name}): {lives} kills in {elapsed:.0f}s; {len(killed_in_action)} inside an "
           f"action's work, {len(lost)} attempts reconciled as lost, {sum(r.attempts for r in runs.values())} attempts for "
-          f"{lives} runs, {len(effects) - len(applied)} repeated effects kept idempotent")
+          f"{lives} runs, {len(effects) - len(applied)} repeated effects kept idempotent; tick flow runs "
+          f"{dict(tick_states)}")
     assert len(lost) >= lives // 2 and len(killed_in_action) >= lives // 3, "the kills should land in actions often"
 
 

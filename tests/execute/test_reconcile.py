@@ -36,15 +36,22 @@ class Params(BaseModel):
 class FakeFlowRuns:
     """Flow run states by id, as Prefect would answer; ``marks`` records every correction."""
 
-    def __init__(self, states: dict[str, str] | None = None) -> None:
+    def __init__(self, states: dict[str, str] | None = None, ticks: dict[str, str | None] | None = None) -> None:
         self.flow = dict(states or {})
+        self.ticks = dict(ticks or {})  # tick flow runs: the process tag of each
         self.marks: list[tuple[str, str]] = []
+        self.asked_for: list[str | None] = []
 
     def states(self, flow_run_ids: Collection[str]) -> dict[str, str]:
         return {i: self.flow[i] for i in flow_run_ids if i in self.flow}
 
-    def unfinished(self) -> dict[str, str]:
-        return {i: s for i, s in self.flow.items() if s in ("PENDING", "SCHEDULED", "RUNNING")}
+    def unfinished(self, knowledge_base: str | None = None) -> dict[str, str]:
+        self.asked_for.append(knowledge_base)
+        return {i: s for i, s in self.flow.items() if s in ("PENDING", "SCHEDULED", "RUNNING") and i not in self.ticks}
+
+    def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
+        self.asked_for.append(knowledge_base)
+        return {i: process for i, process in self.ticks.items() if self.flow.get(i, "RUNNING") == "RUNNING"}
 
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
         self.marks.append((flow_run_id, state))
@@ -255,3 +262,24 @@ def test_each_knowledge_base_has_an_identity_of_its_own_for_the_keys_prefect_see
     with session_scope(other) as session:
         assert queries.knowledge_base_id(session) != first
     other.dispose()
+
+
+def test_ticks_whose_process_is_gone_are_marked_crashed_and_only_those(engine, executor, clock):
+    me = this_process()
+    ticks = {"t-dead": str(replace(me, started="0")),  # this host, the pid reused by another process
+             "t-rebooted": str(replace(me, boot="0ld-b00t")),
+             "t-live": str(me), "t-elsewhere": str(replace(me, host="another-host")),
+             "t-untagged": None, "t-foreign": "not a process"}
+    flows = FakeFlowRuns(ticks=ticks)
+
+    report = reconcile(executor, clock(), flow_runs=flows)
+
+    assert sorted(flows.marks) == [("t-dead", "CRASHED"), ("t-rebooted", "CRASHED")]
+    assert sorted(report.crashed_ticks) == ["t-dead", "t-rebooted"]
+    assert "tick flow run t-dead: RUNNING -> CRASHED" in report.as_dict()["reconciled"]
+    with session_scope(engine) as session:
+        instance = queries.knowledge_base_id(session)
+        events = session.exec(select(AuditEvent).where(AuditEvent.kind == "tick.reconciled")).all()
+    assert sorted(e.payload["flow_run_id"] for e in events) == ["t-dead", "t-rebooted"]
+    assert set(flows.asked_for) == {instance}, "only this knowledge base's flow runs are read"
+    assert reconcile(executor, clock(), flow_runs=flows).crashed_ticks == []  # once

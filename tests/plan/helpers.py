@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from knowledge import queries, registry
 from knowledge.tables import ActionRun, Decision, ManagedModel, Observation, Symptom
+from mape.config import ModelConfig
+from mape.execute.executor import Executor
+from mape.execute.registry import ActionRegistry, action
 from mape.plan import LoadedPolicy, load_policy_text
 
 KNOWN_ACTIONS = frozenset({"retrain", "rollback", "rescale", "notify"})
@@ -71,3 +77,22 @@ def running_action(session: Session, model: ManagedModel, at: datetime, *, actio
     session.add(run)
     session.flush()
     return run
+
+
+class NoParams(BaseModel):
+    pass
+
+
+def recording_executor(engine: Engine, artifacts_dir: Path, model: str = "m") -> Executor:
+    """An executor for one model whose only action, ``retrain``, records the tick time it ran at (no training)."""
+    actions = ActionRegistry()
+
+    @action("retrain", params=NoParams, registry=actions)
+    def retrain(ctx: Any, params: NoParams) -> dict[str, Any]:
+        """Records that it ran."""
+        return {"ran_at": ctx.at.isoformat()}
+
+    source = {"kind": "parquet", "path": "/nonexistent"}
+    config = ModelConfig(name=model, features={"numeric": ["x"]}, inference=source, labels_source=source,
+                         training={"entrypoint": "examples.credit.model:train"})
+    return Executor(engine, actions, models={model: config}, artifacts_dir=artifacts_dir)

@@ -6,38 +6,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 from sqlmodel import select
 
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, AuditEvent
-from mape.config import ModelConfig
 from mape.execute.executor import Executor
-from mape.execute.registry import ActionRegistry, action
 from mape.plan import Planner
-from tests.plan.helpers import add_model, make_policy, observe
+from tests.plan.helpers import add_model, make_policy, observe, recording_executor
 
 HOUR = timedelta(hours=1)
 WHEN = "drift.share_drifted > 0.3"  # no has(): a missing signal is an error (unknown), not false
 
 
-class NoParams(BaseModel):
-    pass
-
-
 @pytest.fixture
 def executor(engine, tmp_path: Path) -> Executor:
-    actions = ActionRegistry()
-
-    @action("retrain", params=NoParams, registry=actions)
-    def retrain(ctx, params: NoParams) -> dict:
-        """Records that it ran."""
-        return {"ran_at": ctx.at.isoformat()}
-
-    source = {"kind": "parquet", "path": "/nonexistent"}
-    config = ModelConfig(name="m", features={"numeric": ["x"]}, inference=source, labels_source=source,
-                         training={"entrypoint": "examples.credit.model:train"})
-    return Executor(engine, actions, models={"m": config}, artifacts_dir=tmp_path)
+    return recording_executor(engine, tmp_path)
 
 
 def _deferring(**defer: object):  # type: ignore[no-untyped-def]

@@ -8,19 +8,16 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from pydantic import BaseModel
 from sqlmodel import select
 
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, AuditEvent, Decision
-from mape.config import ModelConfig
 from mape.data.energy import EnergyMeasurement
 from mape.execute import executor as executor_module
 from mape.execute.executor import Executor
-from mape.execute.registry import ActionRegistry, action
 from mape.plan import Planner
 from mape.plan.scheduling.deferral import choose_start, reconsider
-from tests.plan.helpers import add_model, make_policy, observe
+from tests.plan.helpers import add_model, make_policy, observe, recording_executor
 
 HOUR = timedelta(hours=1)
 WHEN = "drift.share_drifted > 0.3"
@@ -43,23 +40,9 @@ class Grid:
         return [p for p in points[first:] if p[0] < end]
 
 
-class NoParams(BaseModel):
-    pass
-
-
 @pytest.fixture
 def executor(engine, tmp_path: Path) -> Executor:
-    actions = ActionRegistry()
-
-    @action("retrain", params=NoParams, registry=actions)
-    def retrain(ctx, params: NoParams) -> dict:
-        """Records that it ran."""
-        return {"ran_at": ctx.at.isoformat()}
-
-    source = {"kind": "parquet", "path": "/nonexistent"}
-    config = ModelConfig(name="m", features={"numeric": ["x"]}, inference=source, labels_source=source,
-                         training={"entrypoint": "examples.credit.model:train"})
-    return Executor(engine, actions, models={"m": config}, artifacts_dir=tmp_path)
+    return recording_executor(engine, tmp_path)
 
 
 def _deferring(**defer: object):  # type: ignore[no-untyped-def]
