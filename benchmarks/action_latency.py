@@ -57,7 +57,7 @@ spec:
 
 
 class NoParams(BaseModel):
-    pass
+    """The benchmark's action takes no parameters."""
 
 
 def _noop(ctx: Any, params: NoParams) -> dict[str, Any]:

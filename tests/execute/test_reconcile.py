@@ -30,7 +30,7 @@ from mape.execute.registry import ActionRegistry, action
 
 
 class Params(BaseModel):
-    pass
+    """The test action takes no parameters."""
 
 
 class FakeFlowRuns:

@@ -80,7 +80,7 @@ def running_action(session: Session, model: ManagedModel, at: datetime, *, actio
 
 
 class NoParams(BaseModel):
-    pass
+    """The recording action takes no parameters."""
 
 
 def recording_executor(engine: Engine, artifacts_dir: Path, model: str = "m") -> Executor:

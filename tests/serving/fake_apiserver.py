@@ -271,6 +271,6 @@ def _handler(server: RecordedApiServer) -> type[BaseHTTPRequestHandler]:
         do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            pass
+            """Silent: the tests read the recorded requests, not a request log on stderr."""
 
     return Handler

@@ -255,5 +255,5 @@ def make_forecaster(spec: str, *, step: timedelta, seed: int = DEFAULT_SEED) -> 
         if kind == "naive":
             return NaiveSeasonal(step=step, lag=parse_duration(argument) if argument else timedelta(days=1))
     except (ValueError, InvalidParameterError):
-        pass
+        pass  # a malformed argument: the error below names the accepted spellings
     raise InvalidParameterError.for_parameter("forecast", "backtest", f"one of {', '.join(FORECASTERS)}", spec)

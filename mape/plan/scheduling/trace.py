@@ -241,7 +241,7 @@ def _is_header(stamp: Any, value: Any) -> bool:
         _parse_time(stamp)
         return False
     except (TypeError, ValueError, OverflowError, OSError):
-        pass
+        pass  # not a time: a header only if the value is not a number either
     try:
         float(value)
         return False
