@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, S
 from knowledge.database import normalise_url
 from mape._util.timeutil import ensure_utc
 from mape.config import FileSourceConfig, SqlSourceConfig
+from mape.data.parquet_parts import FileInfo, conform, holds, read_footer, rows_between, to_pandas, unified
 from mape.data.table_cache import Stamp, TableCache, stamp_of
+from mape.data.window_memo import LastWindow, Part, extension, keepable, moved
 from mape.errors import DataSourceError, InvalidParameterError
 
 #: Whether pandas copies on write (always from pandas 3): only then may frames handed out share kept memory.
@@ -45,6 +48,9 @@ _COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
 
 #: Memory a file source may keep decoded Parquet files in (see :class:`FileSource`).
 DEFAULT_CACHE_BYTES = 64 * 2**20
+
+#: Column sets whose last window a file source keeps (a tick reads the log with all columns, the labels with three).
+_WINDOWS_KEPT = 4
 
 _GLOB_CHARACTERS = frozenset("*?[")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -286,8 +292,12 @@ class FileSource(TableSource):
         Decoded Parquet files kept in memory while unchanged (see
         :mod:`mape.data.table_cache`); a file that does not fit is read each
         time. With a cache, a directory's files whose timestamp statistics
-        lie outside the window are not read at all. 0 turns it off (every
-        read scans the files with :mod:`pyarrow.dataset`).
+        lie outside the window are not read at all, and (with pandas 3,
+        which copies on write) the last window read of each set of columns
+        is kept too, within the same budget, and moved forward by the next
+        read: only the files added or grown since are read (see
+        :mod:`mape.data.window_memo`). 0 turns it off (every read scans the
+        files with :mod:`pyarrow.dataset`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, kind: Literal["parquet", "csv"],
@@ -301,13 +311,17 @@ class FileSource(TableSource):
         self.kind = kind
         self.timestamp_column = timestamp_column
         self.id_column = id_column
-        self._schema: tuple[tuple[tuple[Any, ...], ...], pa.Schema] | None = None
-        self._footer: tuple[str, Stamp, pq.FileMetaData] | None = None
         # decoded Parquet files kept while unchanged (CSV is parsed again: pandas frames can be changed in place)
         self.cache = TableCache(cache_bytes) if kind == "parquet" and cache_bytes > 0 else None
-        self._spans: dict[str, tuple[Stamp, tuple[int, int, str] | None]] = {}
-        self._file_schemas: dict[str, tuple[tuple[int, ...], pa.Schema]] = {}
+        self._infos: dict[str, FileInfo] = {}  # each file's footer, parsed once per stamp
+        self._schema: tuple[tuple[tuple[str, Stamp], ...], pa.Schema] | None = None  # unified, for these files
+        # the last window of each column set a directory read returned, moved forward by the next read (only
+        # where frames handed out cannot change the kept one)
+        self._windows: OrderedDict[tuple[str, ...] | None, LastWindow] | None = (
+            OrderedDict() if self.cache is not None and _COPY_ON_WRITE else None)
         self._partial_reads_alike = kind == "parquet"  # CSV: a file lacking a column asked for is an error
+        #: Reads answered by moving the last window forward (reading only new or grown files).
+        self.moved_windows = 0
 
     @property
     def name(self) -> str:
@@ -315,33 +329,77 @@ class FileSource(TableSource):
 
     def files(self) -> list[Path]:
         """The files this source reads now, sorted by path."""
-        path = Path(self.path)
-        if path.is_file():
-            return [path]
-        if path.is_dir():
+        return [Path(name) for name in self._names()]
+
+    def _names(self) -> list[str]:
+        """The paths of the files this source reads now, sorted as paths sort (part by part)."""
+        if os.path.isfile(self.path):
+            return [self.path]
+        if os.path.isdir(self.path):
             found: list[str] = []
-            _walk(os.fspath(path), f".{self.kind}", found)
-            return [Path(f) for f in sorted(found, key=lambda f: f.split(os.sep))]  # as paths sort, part by part
+            _walk(self.path, f".{self.kind}", found)
+            return sorted(found, key=lambda f: f.split(os.sep))
         if _GLOB_CHARACTERS & set(self.path):
-            return sorted(Path(p) for p in glob.glob(self.path, recursive=True) if Path(p).is_file())
+            return [str(p) for p in sorted(Path(p) for p in glob.glob(self.path, recursive=True) if Path(p).is_file())]
         raise DataSourceError(f"{self.name} does not exist")
 
+    def read(self, start: datetime, end: datetime, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        if self._windows is None:
+            return super().read(start, end, columns)
+        start, end = ensure_utc(start), ensure_utc(end)
+        wanted = self._wanted(columns)
+        files = self._names()
+        if len(files) < 2:
+            return self._finish(self._read_listed(files, start, end, wanted), start, end, wanted)
+        listing = self._listing(files)
+        schema = self._unified_schema(listing)
+        self._check_columns(schema.names, wanted or [self.timestamp_column])
+        kind = schema.field(self.timestamp_column).type
+        if not pa.types.is_timestamp(kind):
+            return self._finish(self._read_parquet_files(listing, schema, start, end, wanted), start, end, wanted)
+        key = None if wanted is None else tuple(wanted)
+        unit = kind.unit
+        low, high = _ticks(start, unit), _ticks(end, unit)
+        parts = [Part(path, info.stamp, info.span) for path, info in listing]
+        target = pa.schema([schema.field(c) for c in (wanted or schema.names)])
+        frame, row_bytes = None, None
+        last = self._windows.pop(key, None)
+        if last is not None:
+            reads = extension(last, parts, target, unit, low, high)
+            if reads is not None:
+                frame = moved(last, self.timestamp_column, low, self._rows_of(reads, target, high, files))
+                if frame is not None:
+                    row_bytes = last.row_bytes
+                    self.moved_windows += 1
+        if frame is None:
+            frame = self._finish(self._read_parquet_files(listing, schema, start, end, wanted), start, end, wanted)
+            if keepable(frame, target):
+                row_bytes = frame.memory_usage(index=False, deep=False).sum() / max(len(frame), 1)
+        if row_bytes is not None:
+            self._windows[key] = LastWindow(low, high, unit, target, {part.path: part for part in parts}, frame,
+                                            float(row_bytes))
+            budget = self.cache.budget_bytes if self.cache is not None else 0
+            while self._windows and (len(self._windows) > _WINDOWS_KEPT
+                                     or sum(w.nbytes for w in self._windows.values()) > budget):
+                self._windows.popitem(last=False)  # the least recently read first
+        return frame.copy(deep=False)  # a caller changing its frame's columns changes its own copy
+
     def _read(self, start: datetime, end: datetime, columns: list[str] | None) -> pd.DataFrame:
-        files = self.files()
+        return self._read_listed(self._names(), start, end, columns)
+
+    def _read_listed(self, files: list[str], start: datetime, end: datetime,
+                     columns: list[str] | None) -> pd.DataFrame:
         if not files:
             return self._empty(columns)
-        if self.kind == "parquet":
-            return self._read_parquet(files, start, end, columns)
-        return self._read_csv(files, columns)
-
-    def _read_parquet(self, files: list[Path], start: datetime, end: datetime,
-                      columns: list[str] | None) -> pd.DataFrame:
+        if self.kind == "csv":
+            return self._read_csv(files, columns)
         if len(files) == 1:
             return self._read_parquet_file(files[0], start, end, columns)
-        schema = self._unified_schema(files)
+        listing = self._listing(files)
+        schema = self._unified_schema(listing)
         self._check_columns(schema.names, columns or [self.timestamp_column])
         if self.cache is not None:
-            return self._read_parquet_files(files, schema, start, end, columns)
+            return self._read_parquet_files(listing, schema, start, end, columns)
         dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
         window = _arrow_window(self.timestamp_column, schema.field(self.timestamp_column).type, start, end)
         try:
@@ -353,9 +411,9 @@ class FileSource(TableSource):
                 table = dataset.to_table(columns=columns)  # the window is applied after reading
         except (pa.ArrowException, OSError) as exc:
             raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
-        return _to_pandas(table, self.timestamp_column)
+        return to_pandas(table, self.timestamp_column)
 
-    def _read_parquet_file(self, file: Path, start: datetime, end: datetime,
+    def _read_parquet_file(self, file: str, start: datetime, end: datetime,
                            columns: list[str] | None) -> pd.DataFrame:
         """One file, read directly (a dataset's scan costs more than the decoding of a window-sized file)."""
         table = self._file_table(file, columns)
@@ -365,16 +423,38 @@ class FileSource(TableSource):
             # on a copy-on-write view (a caller changing it changes its own copy)
             frame = self.cache.frame(str(file), table)
             if frame is None and self.cache.holds(str(file), table):
-                frame = _to_pandas(table, self.timestamp_column)
+                frame = to_pandas(table, self.timestamp_column)
                 if not self.cache.attach(str(file), table, frame):
                     frame = None
             if frame is not None:
                 return frame
         if columns is not None and table.column_names != columns:
             table = table.select(columns)  # in the order asked for (cheaper here than in pandas)
-        return _to_pandas(_window_rows(table, self.timestamp_column, start, end), self.timestamp_column)
+        unit = _unit(table.schema, self.timestamp_column)
+        if unit is not None:
+            table = rows_between(table, self.timestamp_column, _ticks(start, unit), _ticks(end, unit))
+        return to_pandas(table, self.timestamp_column)
 
-    def _file_table(self, file: Path, columns: list[str] | None, *, keep: Sequence[str] = (),
+    def _listing(self, files: list[str]) -> list[tuple[str, FileInfo]]:
+        """Each file with its footer as it is now (parsed again only for a new or changed file)."""
+        listing = []
+        file = None
+        try:
+            for name in files:
+                file = name
+                stamp = stamp_of(os.stat(name))
+                info = self._infos.get(name)
+                if info is None or info.stamp != stamp:
+                    info = read_footer(name, stamp, self.timestamp_column)
+                    self._infos[name] = info
+                listing.append((name, info))
+        except (pa.ArrowException, OSError) as exc:
+            raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
+        if len(self._infos) > len(listing):  # files removed since: their footers are forgotten
+            self._infos = dict(listing)
+        return listing
+
+    def _file_table(self, file: Path | str, columns: list[str] | None, *, keep: Sequence[str] = (),
                     partial: bool = False) -> pa.Table:
         """One file's rows: every column from the cache (read whole and kept when it fits), else ``columns``.
 
@@ -383,24 +463,25 @@ class FileSource(TableSource):
         unified schema fills it) instead of being an error.
         """
         whole = False
+        name = str(file)
         try:
-            with open(file, "rb") as handle:
-                info = os.fstat(handle.fileno())  # of the file opened, so the footer kept is the one read
-                stamp = stamp_of(info)
-                table = None if self.cache is None else self.cache.get(str(file), stamp)
+            with open(name, "rb") as handle:
+                stamp = stamp_of(os.fstat(handle.fileno()))  # of the file opened, so the footer used is the one read
+                table = None if self.cache is None else self.cache.get(name, stamp)
                 if table is not None:
                     if not partial:
                         self._check_columns(table.column_names, columns or [self.timestamp_column])
                     return table
-                footer = self._footer if self._footer is not None and self._footer[:2] == (str(file), stamp) else None
-                parquet = pq.ParquetFile(handle, metadata=None if footer is None else footer[2])
-                if footer is None:  # the footer is parsed again only when the file changed
-                    self._footer = (str(file), stamp, parquet.metadata)
-                names = parquet.schema_arrow.names
+                info = self._infos.get(name)
+                if info is None or info.stamp != stamp:  # the footer is parsed again only when the file changed
+                    info = read_footer(handle, stamp, self.timestamp_column)
+                    self._infos[name] = info
+                parquet = pq.ParquetFile(handle, metadata=info.metadata)
+                names = info.schema.names
                 if partial and columns is not None:
                     columns = [c for c in columns if c in set(names)]
                 self._check_columns(names, columns or [self.timestamp_column])
-                whole = self.cache is not None and self.cache.fits(_decoded_bytes(parquet.metadata))
+                whole = self.cache is not None and self.cache.fits(info.decoded_bytes)
                 table = parquet.read(columns=None if whole else columns, use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
@@ -408,75 +489,61 @@ class FileSource(TableSource):
         table = table.replace_schema_metadata(None)
         if whole:
             assert self.cache is not None
-            self.cache.put(str(file), stamp, table, keep=keep)
+            self.cache.put(name, stamp, table, keep=keep)
         return table
 
-    def _read_parquet_files(self, files: list[Path], schema: pa.Schema, start: datetime, end: datetime,
-                            columns: list[str] | None) -> pd.DataFrame:
+    def _read_parquet_files(self, listing: list[tuple[str, FileInfo]], schema: pa.Schema, start: datetime,
+                            end: datetime, columns: list[str] | None) -> pd.DataFrame:
         """Several files through the cache: those that may hold the window, windowed, as the unified schema."""
-        names = [str(f) for f in files]
+        names = [name for name, _ in listing]
         target = pa.schema([schema.field(c) for c in (columns or schema.names)])
+        unit = _unit(schema, self.timestamp_column)
+        low, high = (0, 0) if unit is None else (_ticks(start, unit), _ticks(end, unit))
         parts = []
-        for file in files:
-            holds = self._holds(file, schema, start, end)
-            if holds == "none":
+        for name, info in listing:
+            held = "some" if unit is None else holds(info.span, low, high)
+            if held == "none":
                 continue
-            table = self._file_table(file, target.names, keep=names, partial=True)
+            table = self._file_table(name, target.names, keep=names, partial=True)
             try:
-                if holds != "all":
-                    table = _window_rows(table, self.timestamp_column, start, end)
-                parts.append(_conform(table, target))
+                if held != "all" and unit is not None:
+                    table = rows_between(table, self.timestamp_column, low, high)
+                parts.append(conform(table, target))
             except (pa.ArrowException, OSError) as exc:
-                raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
-        if len(self._spans) > len(names):  # files removed since: their statistics are forgotten
-            self._spans = {name: self._spans[name] for name in names if name in self._spans}
-        return _to_pandas(pa.concat_tables(parts) if parts else target.empty_table(), self.timestamp_column)
+                raise DataSourceError(f"{self.name} cannot be read ({name}): {exc}") from None
+        return to_pandas(pa.concat_tables(parts) if parts else target.empty_table(), self.timestamp_column)
 
-    def _holds(self, file: Path, schema: pa.Schema, start: datetime, end: datetime) -> Literal["none", "some", "all"]:
-        """What a file's timestamp statistics say of its rows in ``[start, end)`` ("some" when it has none)."""
-        if not pa.types.is_timestamp(schema.field(self.timestamp_column).type):
-            return "some"
-        try:
-            stamp = stamp_of(file.stat())
-            known = self._spans.get(str(file))
-            if known is None or known[0] != stamp:  # the footer is parsed again only when the file changed
-                known = (stamp, _time_span(pq.read_metadata(file), self.timestamp_column))
-                self._spans[str(file)] = known
-        except (pa.ArrowException, OSError) as exc:
-            raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
-        if known[1] is None:
-            return "some"
-        low, high, unit = known[1]
-        first, last = _ticks(start, unit), _ticks(end, unit)
-        if high < first or low >= last:
-            return "none"
-        return "all" if first <= low and high < last else "some"
+    def _rows_of(self, reads: list[tuple[Part, int]], target: pa.Schema, high: int,
+                 names: list[str]) -> pd.DataFrame | None:
+        """The rows of ``reads`` (each file from its tick up to ``high``) as one frame of ``target``; None if none.
 
-    def _unified_schema(self, files: list[Path]) -> pa.Schema:
-        """The files' schemas unified, kept while no file changes (their footers are not parsed every tick)."""
-        schemas, file = [], None
+        ``names`` are the files of the read (keeping one of these must not evict another).
+        """
+        tables = []
+        for part, low in reads:
+            table = self._file_table(part.path, target.names, keep=names, partial=True)
+            try:
+                tables.append(conform(rows_between(table, self.timestamp_column, low, high, keep_nulls=False),
+                                      target))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataSourceError(f"{self.name} cannot be read ({part.path}): {exc}") from None
+        if not tables:
+            return None
+        return to_pandas(pa.concat_tables(tables), self.timestamp_column)
+
+    def _unified_schema(self, listing: list[tuple[str, FileInfo]]) -> pa.Schema:
+        """The files' schemas unified, kept while no file changes."""
+        key = tuple((name, info.stamp) for name, info in listing)
+        if self._schema is not None and self._schema[0] == key:
+            return self._schema[1]
         try:
-            key = tuple((str(f), *_stamp(f)) for f in files)
-            if self._schema is not None and self._schema[0] == key:
-                return self._schema[1]
-            known = self._file_schemas
-            self._file_schemas = {}  # of the files there now: a removed file's schema is forgotten
-            for file, (_, *stamp) in zip(files, key):
-                entry = known.get(str(file))
-                if entry is None or entry[0] != tuple(stamp):  # only a new or changed file's footer is parsed
-                    entry = (tuple(stamp), pq.read_schema(file))
-                self._file_schemas[str(file)] = entry
-                schemas.append(entry[1])
-            file = None
-            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            schema = unified([info.schema for _, info in listing], None if self._schema is None else self._schema[1])
         except (pa.ArrowException, OSError) as exc:
-            where = "" if file is None else f" ({file})"
-            raise DataSourceError(f"{self.name} cannot be read{where}: {exc}") from None
-        schema = schema.remove_metadata()
+            raise DataSourceError(f"{self.name} cannot be read: {exc}") from None
         self._schema = (key, schema)
         return schema
 
-    def _read_csv(self, files: list[Path], columns: list[str] | None) -> pd.DataFrame:
+    def _read_csv(self, files: list[str], columns: list[str] | None) -> pd.DataFrame:
         wanted = None if columns is None else set(columns)
         frames = []
         for file in files:
@@ -495,6 +562,14 @@ class FileSource(TableSource):
         return pd.concat(frames, ignore_index=True)
 
 
+def _unit(schema: pa.Schema, column: str) -> str | None:
+    """The unit of ``column`` when it is an Arrow timestamp in ``schema``; else None."""
+    position = schema.get_field_index(column)
+    if position < 0 or not pa.types.is_timestamp(schema.field(position).type):
+        return None
+    return str(schema.field(position).type.unit)
+
+
 def _walk(directory: str, suffix: str, found: list[str]) -> None:
     """Add the files below ``directory`` named ``*suffix`` to ``found``, skipping names that start with . or _."""
     with os.scandir(directory) as entries:
@@ -505,79 +580,6 @@ def _walk(directory: str, suffix: str, found: list[str]) -> None:
                 _walk(entry.path, suffix, found)
             elif entry.name.endswith(suffix) and entry.is_file():
                 found.append(entry.path)
-
-
-def _decoded_bytes(metadata: pq.FileMetaData) -> int:
-    """About the memory a file takes decoded: its row groups' uncompressed size."""
-    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-
-
-def _time_span(metadata: pq.FileMetaData, column: str) -> tuple[int, int, str] | None:
-    """The least and greatest time in a file's ``column`` (as integers in its unit, and the unit), from the footer.
-
-    None when a row group lacks the statistics (the file must then be read).
-    """
-    schema = metadata.schema.to_arrow_schema()
-    position = schema.get_field_index(column)
-    if position < 0 or not pa.types.is_timestamp(schema.field(position).type):
-        return None
-    unit = schema.field(position).type.unit
-    leaf = next((i for i in range(metadata.num_columns) if metadata.schema.column(i).path == column), None)
-    if leaf is None:
-        return None
-    lows, highs = [], []
-    for i in range(metadata.num_row_groups):
-        stats = metadata.row_group(i).column(leaf).statistics
-        if metadata.row_group(i).num_rows == 0:
-            continue
-        if stats is None or not stats.has_min_max or stats.physical_type != "INT64":
-            return None
-        lows.append(int(stats.min_raw))
-        highs.append(int(stats.max_raw))
-    if not lows:
-        return 0, -1, unit  # no rows: holds no window
-    return min(lows), max(highs), unit
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` as ``schema``: its columns in that order and type, a column it lacks as nulls."""
-    present = table.schema
-    if present.names == schema.names and present.types == schema.types:
-        return table
-    if set(schema.names) <= set(present.names):
-        chosen = table.select(schema.names)
-        if chosen.schema.types == schema.types:
-            return chosen.replace_schema_metadata(None)
-    arrays = []
-    for field in schema:
-        if present.get_field_index(field.name) < 0:
-            arrays.append(pa.nulls(table.num_rows, field.type))
-            continue
-        column = table.column(field.name)
-        arrays.append(column if column.type == field.type else column.cast(field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _stamp(file: Path) -> Stamp:
-    """What tells that a file changed (see :func:`mape.data.table_cache.stamp_of`)."""
-    return stamp_of(file.stat())
-
-
-def _window_rows(table: pa.Table, column: str, start: datetime, end: datetime) -> pa.Table:
-    """The rows with ``start <= column < end`` when the column is an Arrow timestamp; else all (filtered later).
-
-    Compared as integers in the column's unit (naive stored times are UTC);
-    rows sorted by time, as logs usually are, are sliced without a copy.
-    """
-    values = table.column(column)
-    if not pa.types.is_timestamp(values.type) or values.null_count:
-        return table
-    ticks = (values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()).to_numpy().view(np.int64)
-    low, high = _ticks(start, values.type.unit), _ticks(end, values.type.unit)
-    if ticks.size and bool((ticks[1:] >= ticks[:-1]).all()):
-        first, last = np.searchsorted(ticks, [low, high])
-        return table.slice(int(first), int(last - first))
-    return table.filter(pa.array((ticks >= low) & (ticks < high)))
 
 
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
@@ -601,15 +603,6 @@ def floor_ticks(moment: datetime, unit: str) -> int:
     delta = ensure_utc(moment) - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
     return min(max(micros * _PER_SECOND[unit] // 10**6, _INT64[0]), _INT64[1])
-
-
-def _to_pandas(table: pa.Table, column: str) -> pd.DataFrame:
-    """The table as a frame, an Arrow timestamp column as UTC (``datetime.timezone.utc``, as :func:`_to_utc` gives)."""
-    position = table.schema.get_field_index(column)
-    if position >= 0 and pa.types.is_timestamp(table.schema.field(position).type):
-        utc = pa.timestamp(table.schema.field(position).type.unit, tz="+00:00")  # naive stored times are UTC
-        table = table.set_column(position, pa.field(column, utc), table.column(position).cast(utc))
-    return table.to_pandas(use_threads=False)
 
 
 def _arrow_window(column: str, type_: pa.DataType, start: datetime, end: datetime) -> ds.Expression | None:
