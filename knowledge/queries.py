@@ -30,6 +30,8 @@ from knowledge.tables import (
     ActionRun,
     ActionState,
     AuditEvent,
+    Canary,
+    CanaryState,
     Decision,
     DecisionStatus,
     KnowledgeBase,
@@ -764,15 +766,20 @@ def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str]) -> list[t
     Runs under verification (``verdict`` pending), and succeeded runs never
     verified whose decision was made by one of the policy versions
     ``policy_sha256s`` (those with ``verify``). A follow-up decision (made by a
-    verdict: ``follows_run_id`` set) is never verified itself.
+    verdict: ``follows_run_id`` set) is never verified itself. A run that
+    started a canary is verified only once the canary promoted its candidate
+    (its steps are judged apart: :mod:`mape.plan.canary`).
     """
     shas = sorted(set(policy_sha256s))
     condition: Any = col(ActionRun.verdict) == Verdict.pending.value
     if shas:
+        # a run whose canary has not promoted its candidate (yet, or ever) changed nothing in production
+        unpromoted = exists().where(col(Canary.action_run_id) == col(ActionRun.id),
+                                    col(Canary.state) != CanaryState.promoted.value)
         condition = or_(condition, and_(
             col(ActionRun.verdict).is_(None), col(ActionRun.state) == ActionState.succeeded.value,
             col(ActionRun.finished_at).is_not(None), col(Decision.policy_sha256).in_(shas),
-            col(Decision.follows_run_id).is_(None)))
+            col(Decision.follows_run_id).is_(None), ~unpromoted))
     rows = session.exec(
         select(ActionRun, Decision).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
         .where(condition).order_by(col(ActionRun.id))

@@ -136,8 +136,26 @@ def promote(session: Session, version: ModelVersion, *, actor: str, reason: str 
     return version
 
 
+def start_canary(session: Session, version: ModelVersion, *, actor: str, reason: str,
+                 evaluation: dict[str, Any] | None = None, at: datetime | None = None) -> ModelVersion:
+    """Mark a candidate as serving a share of the replicas beside production (stage ``canary``).
+
+    Production is untouched: the candidate becomes production only through
+    :func:`promote` once its canary's last step held, or is rejected
+    (:func:`reject`) when a step does not hold.
+    """
+    version.stage = Stage.canary.value
+    if evaluation is not None:
+        version.evaluation = evaluation
+    session.add(version)
+    session.flush()
+    audit.record(session, actor=actor, kind="version.canary", subject=f"model_id={version.model_id} {version}",
+                 payload={"reason": reason, "evaluation": version.evaluation}, time=at)
+    return version
+
+
 def reject(session: Session, version: ModelVersion, *, actor: str, reason: str,
-           evaluation: dict[str, Any] | None = None) -> ModelVersion:
+           evaluation: dict[str, Any] | None = None, at: datetime | None = None) -> ModelVersion:
     """Record a candidate as rejected, with the numbers that condemned it."""
     version.stage = Stage.rejected.value
     if evaluation is not None:
@@ -145,7 +163,7 @@ def reject(session: Session, version: ModelVersion, *, actor: str, reason: str,
     session.add(version)
     session.flush()
     audit.record(session, actor=actor, kind="version.rejected", subject=f"model_id={version.model_id} {version}",
-                 payload={"reason": reason, "evaluation": version.evaluation})
+                 payload={"reason": reason, "evaluation": version.evaluation}, time=at)
     return version
 
 

@@ -33,6 +33,7 @@ class Stage(str, Enum):
     """Lifecycle stage of a model version."""
 
     candidate = "candidate"
+    canary = "canary"  # serves a share of the replicas beside production while its canary steps bake
     production = "production"
     archived = "archived"
     rejected = "rejected"
@@ -73,6 +74,14 @@ class Verdict(str, Enum):
 
 #: Verdicts that block the policy from acting on the model again until a new symptom or a person lifts it.
 BLOCKING_VERDICTS = (Verdict.failed.value, Verdict.inconclusive.value)
+
+
+class CanaryState(str, Enum):
+    """Where a canary promotion stands (:class:`Canary`)."""
+
+    running = "running"  # a share of the replicas serves the candidate; the current step bakes
+    promoted = "promoted"  # every step held: the candidate is in production
+    aborted = "aborted"  # a step did not hold (or production changed under it): canary removed, candidate rejected
 
 
 class PauseScope(str, Enum):
@@ -331,6 +340,62 @@ class ActionRun(ActionRunBase, table=True):
 
     def __str__(self) -> str:
         return f"action run {self.id} ({self.action}, {self.state})"
+
+
+class Canary(SQLModel, table=True):
+    """A candidate promoted to a share of the serving replicas first, widened step by step while verification holds.
+
+    The progress record of one canary, kept here rather than in memory so that
+    a restarted controller resumes it: the Plan stage's verification judges
+    the current step (:mod:`mape.plan.canary`) and writes ``step_verdict``;
+    the Execute stage (:mod:`mape.execute.canary`) acts on it (widens to the
+    next step, promotes after the last one, or aborts) and starts the next
+    step. One canary per action run (the ``retrain`` run that trained the
+    candidate).
+    """
+
+    __tablename__ = "canary"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    action_run_id: int = Field(foreign_key="action_run.id", unique=True)
+    model_id: int = Field(foreign_key="managed_model.id", index=True)
+    version_id: int = Field(foreign_key="model_version.id", description="The candidate.")
+    champion_version_id: Optional[int] = Field(
+        default=None, foreign_key="model_version.id",
+        description="The production version when the canary started; production changing under it aborts it.")
+    target: str = Field(max_length=20, description="The serving target's kind: local or kubernetes.")
+    state: str = Field(default=CanaryState.running.value, max_length=20, index=True)
+    steps: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                        description="The shares and bake times: [{share, bake}], as configured.")
+    step: int = Field(0, description="Index of the current step in steps.")
+    share: float = Field(0.0, description="The share of replicas the current step asked for.")
+    replicas: int = Field(0, description="Replicas serving the candidate in the current step.")
+    stable_replicas: int = Field(0, description="Replicas serving production when the current step started.")
+    step_started_at: datetime
+    step_until: datetime = Field(description="End of the current step's bake time.")
+    step_verdict: Optional[str] = Field(
+        default=None, max_length=20,
+        description="The current step's verdict (pass, fail, inconclusive) until the Execute stage acts on it.")
+    verify_true: int = 0
+    verify_false: int = 0
+    verify_errors: int = 0
+    verify_last: Optional[bool] = None
+    last_verified_at: Optional[datetime] = Field(
+        default=None, description="Logical time of the last evaluation: a tick at or before it counts nothing.")
+    attempts: int = Field(0, description="Failed tries to apply the current step's verdict to the serving target.")
+    message: str = ""
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                          description="Every step so far: share, replicas, times, verdict, counts.")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+    @property
+    def last_step(self) -> bool:
+        """Whether the current step is the last one (its pass promotes the candidate)."""
+        return self.step >= len(self.steps) - 1
+
+    def __str__(self) -> str:
+        return f"canary {self.id} (step {self.step + 1} of {len(self.steps)}, {self.share:.0%}, {self.state})"
 
 
 class ReferenceWindow(SQLModel, table=True):

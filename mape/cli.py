@@ -592,6 +592,11 @@ def models_show(
         typer.echo(f"  v{v['version']} {v['stage']}: {v['artifact_uri']}; trained on [{start}, {end}); {origin}")
         if v["evaluation"]:
             typer.echo(f"    gate: {v['evaluation'].get('reason', v['evaluation'])}")
+        canary = (v["evaluation"] or {}).get("canary")
+        if isinstance(canary, dict) and canary.get("outcome"):
+            steps = ", ".join(f"{h['share']:.0%} {h['verdict']}" for h in canary.get("history") or [])
+            typer.echo(f"    canary: {canary['outcome']}" + (f" (steps: {steps})" if steps else "")
+                       + (f": {canary['reason']}" if canary.get("reason") else ""))
         for ref in v["references"][:3]:
             typer.echo(f"    reference {ref['version']} ({ref['kind']}, {ref['n_rows']} rows) taken at {ref['taken_at']}")
 

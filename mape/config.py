@@ -347,6 +347,10 @@ class KubernetesServingConfig(_Strict):
                                        description="How long one API request may take, e.g. 10s.")
     endpoint: str | None = Field(None, description="URL clients reach the model at (its Service or Ingress); "
                                                     "reported while any replica is ready.")
+    canary_deployment: str | None = Field(
+        None, max_length=253, pattern=_K8S_NAME,
+        description="The Deployment whose pods serve a canary candidate beside this one (a Service selecting both "
+                    "splits the traffic by replicas); none: '<deployment>-canary'. Only its scale is changed.")
 
     _d = field_validator("request_timeout", mode="before")(_duration)
 
@@ -367,7 +371,15 @@ class KubernetesServingConfig(_Strict):
                              f"{'in_cluster' if self.in_cluster else 'api_server'}")
         if self.token_env is not None and self.api_server is None:
             raise ValueError("token_env names the token for api_server; give api_server too")
+        if self.canary_deployment is not None and self.canary_deployment == self.deployment:
+            raise ValueError(f"canary_deployment must name another Deployment than deployment "
+                             f"({self.deployment!r}): the canary's replicas are scaled apart from production's")
         return self
+
+    @property
+    def canary(self) -> str:
+        """The name of the canary Deployment: ``canary_deployment``, or ``<deployment>-canary``."""
+        return self.canary_deployment or f"{self.deployment}-canary"
 
 
 class ServingConfig(_Strict):

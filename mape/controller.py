@@ -33,6 +33,7 @@ from mape._util.timeutil import Clock, ensure_utc, utcnow
 from mape.analyze.stage import Analyzer
 from mape.config import Settings
 from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain, rollback and notify)
+from mape.execute.canary import CanaryRollout
 from mape.execute.executor import Executor
 from mape.execute.reconcile import FlowRuns, reconcile
 from mape.execute.registry import ActionRegistry, default_registry
@@ -100,6 +101,9 @@ class TickReport(BaseModel):
     reconciled: list[str] = Field(
         default_factory=list, description="Action runs a dead process left running, retried or failed at the start "
                                           "of the tick, and flow runs set to their action run's state.")
+    canaries: list[str] = Field(
+        default_factory=list, description="Canary steps judged in this tick, and canaries widened, promoted or "
+                                          "aborted.")
 
 
 def _identity(name: str, fn: Callable[..., T]) -> Callable[..., T]:
@@ -145,6 +149,8 @@ class Controller:
                                  artifacts_dir=settings.artifacts_uri or Path(settings.artifacts_dir), actor=settings.controller_id,
                                  notifications=settings.notifications, serving_dir=Path(settings.serving_dir),
                                  energy_metering=settings.energy_metering)
+        self.rollout = CanaryRollout(self.engine, models={m.name: m for m in settings.models},
+                                     serving_dir=Path(settings.serving_dir), actor=settings.controller_id)
         self._policies_by_source: dict[str, LoadedPolicy] = {}
         self._policy_signature: tuple[Any, ...] | None = None
         self.policy_errors: list[str] = []
@@ -293,6 +299,14 @@ class Controller:
             report = self.verifier.verify(session, at)
         return _as_dict(report)
 
+    def canary(self, at: datetime) -> dict[str, Any]:
+        """Widen, promote or abort the running canaries as their steps were judged (:mod:`mape.execute.canary`).
+
+        It runs after verification, which judges the steps, and before
+        planning, so a canary that ends frees its model in the same tick.
+        """
+        return self.rollout.advance(at).as_dict()
+
     def plan(self, at: datetime) -> dict[str, Any]:
         self.reload_policies()
         with session_scope(self.engine) as session:
@@ -370,7 +384,7 @@ class Controller:
         planned = False
         if new:
             for name, stage in (("monitor", self.sense), ("analyze", self.analyze), ("verify", self.verify),
-                                ("plan", self.plan)):
+                                ("canary", self.canary), ("plan", self.plan)):
                 try:
                     result = wrap(name, stage)(at)
                 except Exception as exc:  # noqa: BLE001 - a failing stage is reported, the tick goes on
@@ -438,6 +452,10 @@ def _merge(report: TickReport, stage: str, result: dict[str, Any]) -> None:
     elif stage == "verify":
         report.verdicts = [VerdictSummary(**v) for v in result.get("verdicts") or []]
         report.warnings.extend(f"verify: {e}" for e in result.get("errors") or [])
+        report.canaries.extend(result.get("canary_steps") or [])
+    elif stage == "canary":
+        report.canaries.extend(result.get("moves") or [])
+        report.errors.extend(f"canary: {e}" for e in result.get("errors") or [])
     elif stage == "reconcile":
         report.reconciled = list(result.get("reconciled") or [])
         report.warnings.extend(f"reconcile: {e}" for e in result.get("errors") or [])

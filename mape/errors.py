@@ -199,6 +199,21 @@ class ServingError(MapeError):
                 (self.message,))
 
 
+class CanaryNotSupportedError(MapeError):
+    """A model's serving cannot run a canary beside production; the promotion is then direct.
+
+    Parameters
+    ----------
+    reason : str
+        Why, in one sentence a person can act on (no serving section, no
+        version column in the inference log, no production replicas).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class SimulationError(MapeError):
     """``mape policy simulate`` cannot start: no ticks in the range, no models, or an inconsistent request."""
 

@@ -67,7 +67,8 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "STAGES", "ControllerMetrics", "Metri
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
 #: The ``stage`` label values of ``mape_tick_errors_total``: the prefixes of the controller's tick errors.
-STAGES: tuple[str, ...] = ("monitor", "analyze", "verify", "plan", "dispatch", "action", "notify", "other")
+STAGES: tuple[str, ...] = ("monitor", "analyze", "verify", "canary", "plan", "dispatch", "action", "notify",
+                           "other")
 #: Tick durations in seconds: a tick over a small fleet takes a fraction of a second, a training one many minutes.
 TICK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 #: Decision ids remembered so that a repeated tick's report does not count them again.

@@ -6,5 +6,7 @@ Who calls it: the controller dispatches decisions into action runs
 :mod:`mape.execute.reconcile` settles, first in every tick, the runs a dead
 process left behind (:mod:`mape.execute.claims` tells who). Effectors are plain
 functions registered with :func:`mape.execute.registry.action`; the built-in
-ones (``retrain``, ``rollback``, ``notify``) live in :mod:`mape.execute.actions`.
+ones (``retrain``, ``rollback``, ``rescale``, ``notify``) live in
+:mod:`mape.execute.actions`. A ``retrain`` may start a canary; the controller
+moves running canaries on once per tick (:mod:`mape.execute.canary`).
 """

@@ -58,6 +58,14 @@ policies depend on these names:
   configured query's metric (e.g. ``serving.latency_p95_ms``) for each model,
   ``{model}`` in the PromQL replaced by its name; a failing query is a stage
   error of that model, its metric absent;
+- sensor ``canary``, labels ``{}``, for models with a running canary
+  (:mod:`mape.execute.canary`) and a ``version_column``: the performance
+  metrics above, of the predictions the canary's candidate version served
+  (its accuracy drop against the candidate's own training accuracy), named
+  ``canary.<key>`` (``canary.accuracy``, ``canary.n_labelled``, ...), and
+  ``canary.version``, the candidate's number; the verification of the
+  canary's steps reads them as the candidate's ``performance``
+  (:mod:`mape.plan.canary`);
 - sensor ``serving``, labels ``{}``, for models with a ``serving`` section:
   ``serving.replicas`` (asked for) and ``serving.ready_replicas`` (answering
   their health check), read from the model's serving target.
@@ -88,6 +96,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from sqlmodel import Session
 
+from knowledge.canaries import canary_versions
 from knowledge.queries import add_observations
 from knowledge.registry import production_versions
 from knowledge.tables import ModelVersion, Observation, new_observation, observation_row
@@ -272,6 +281,7 @@ class Monitor:
         carbon = self._guarded(errors, "*", "carbon", partial(self._carbon.measure, at)) if self._carbon else None
         self._references.load(session, list(model_ids.values()))
         productions = production_versions(session, (model_ids[c.name] for c in self.models if c.name in model_ids))
+        canaries = canary_versions(session, list(model_ids.values()))
         for cfg in self.models:
             model_id = model_ids.get(cfg.name)
             production = None if model_id is None else productions.get(model_id)
@@ -296,6 +306,11 @@ class Monitor:
                                   partial(self._references.observe, cfg, production, current(), at))
             performance = measured("performance", partial(self._measure_performance, cfg, production, at, current),
                                    _performance_rows)
+            canary = canaries.get(model_id)
+            if canary is not None and cfg.version_column is not None:  # the candidate's own predictions, apart
+                candidate = canary[1]
+                measured("canary", partial(self._measure_performance, cfg, candidate, at, current),
+                         partial(_canary_rows, candidate.version))
             if carbon is not None:
                 rows += carbon_observations(model_id, at, carbon)
             if cfg.fairness is not None:
@@ -369,8 +384,9 @@ class Monitor:
         assert target is not None  # the model has a serving section
         return target.health()
 
-    def _measure_performance(self, cfg: ModelConfig, production: ModelVersion, at: datetime,
+    def _measure_performance(self, cfg: ModelConfig, version: ModelVersion, at: datetime,
                              current: Frame) -> PerformanceReport:
+        """Scores of the predictions ``version`` served (production's, or a canary's candidate's) in the window."""
         scores = [cfg.score_column] if cfg.score_column else []
         start = at - cfg.performance.window
         inference = self._inference_log(cfg, at, current)
@@ -384,10 +400,10 @@ class Monitor:
         if scores:  # the label-free estimate covers every prediction of the window, labelled or not
             columns = [*scores, *([cfg.version_column] if cfg.version_column else [])]
             predictions = inference.read(start, at, columns=columns)
-        baseline = production.metrics.get("accuracy") if cfg.task == "classification" else None
+        baseline = version.metrics.get("accuracy") if cfg.task == "classification" else None
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
             baseline = None
-        return PerformanceSensor.from_config(cfg).score(window, version=production.version,
+        return PerformanceSensor.from_config(cfg).score(window, version=version.version,
                                                         baseline_accuracy=baseline, predictions=predictions)
 
     def _inference_log(self, cfg: ModelConfig, at: datetime, current: Frame) -> TableSource:
@@ -505,6 +521,14 @@ def _reference_rows(model_id: int, at: datetime, reference: Reference) -> list[d
 def performance_observations(model_id: int, at: datetime, report: PerformanceReport) -> list[Observation]:
     """The ``performance.*`` rows of one report (see the module docstring)."""
     return [new_observation(**row) for row in _performance_rows(model_id, at, report)]
+
+
+def _canary_rows(version: int, model_id: int, at: datetime, report: PerformanceReport) -> list[dict[str, Any]]:
+    """The ``performance.*`` rows of a canary's candidate, named ``canary.*``, and ``canary.version``."""
+    rows = [{**row, "sensor": "canary", "metric": "canary." + row["metric"].partition(".")[2]}
+            for row in _performance_rows(model_id, at, report)]
+    return [*rows, observation_row(time=at, model_id=model_id, sensor="canary", metric="canary.version",
+                                   value=float(version), labels={})]
 
 
 def _performance_rows(model_id: int, at: datetime, report: PerformanceReport) -> list[dict[str, Any]]:

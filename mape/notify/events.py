@@ -13,7 +13,9 @@ queueing anything twice.
 * a verification verdict taken at this tick (:mod:`mape.plan.verification`):
   ``escalation`` when it left the matter to a person with no rollback to
   offer, else ``verification_failed`` for a ``fail`` (rolled back, or a
-  rollback awaiting approval, which also brings its own ``awaiting_approval``).
+  rollback awaiting approval, which also brings its own ``awaiting_approval``)
+  and for a canary step that did not hold (``fail`` or ``inconclusive``: the
+  canary was withdrawn).
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def enqueue_tick(session: Session, settings: NotificationSettings, at: datetime,
         outcome = dict((run.verification or {}).get("outcome") or {})
         if outcome.get("outcome") == "escalated":
             event = "escalation"
-        elif run.verdict == Verdict.failed.value:
-            event = "verification_failed"
+        elif run.verdict == Verdict.failed.value or outcome.get("outcome") == "canary_aborted":
+            event = "verification_failed"  # a canary step that did not hold: nobody is asked, so everybody is told
         else:
             continue  # inconclusive with a rollback awaiting approval: that decision's notification says it
         decision = session.get(Decision, run.decision_id)

@@ -67,7 +67,8 @@ from knowledge.tables import ManagedModel, ModelVersion, Observation, Stage, Sym
 from mape._util.timeutil import ensure_utc
 from mape.plan.expressions import CONTEXT_ROOTS
 
-__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "metric_root"]
+__all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "canary_view",
+           "metric_root"]
 
 #: Context roots filled from observations: the metric name prefix is ``<root>.``.
 METRIC_ROOTS: tuple[str, ...] = ("drift", "performance", "fairness", "gpu", "carbon", "serving", "quality")
@@ -250,6 +251,31 @@ def assemble_context(model: ManagedModel, observations: dict[str, Observation], 
     if "since_last" in wanted:
         context["since_last"] = since_last
     return {root: context[root] for root in wanted}
+
+
+def canary_view(context: dict[str, Any], observations: dict[str, Any], candidate_metrics: dict[str, Any], *,
+                oldest: datetime | None) -> dict[str, Any]:
+    """A model's context as a canary's step is verified on: ``performance`` and ``baseline`` are the candidate's.
+
+    ``performance`` is filled from the Monitor's ``canary.<key>`` observations
+    (the scores of the predictions the canary's replicas served, see
+    :mod:`mape.monitor.stage`) instead of production's, and ``baseline`` is the
+    candidate's training metrics, so that one ``verify.expect`` such as
+    ``performance.accuracy >= baseline.accuracy - 0.03`` means the same during
+    the canary and after the promotion. Every other root is the model's.
+
+    >>> from types import SimpleNamespace as Obs
+    >>> from datetime import timezone
+    >>> t = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    >>> view = canary_view({"performance": {"accuracy": 0.7}, "baseline": {"accuracy": 0.8}, "drift": {}},
+    ...                    {"canary.accuracy": Obs(time=t, value=0.91)}, {"accuracy": 0.93}, oldest=None)
+    >>> view["performance"], view["baseline"], view["drift"]
+    ({'accuracy': 0.91}, {'accuracy': 0.93}, {})
+    """
+    renamed = {f"performance.{name.partition('.')[2]}": obs for name, obs in observations.items()
+               if name.startswith("canary.") and name != "canary.version"}
+    return {**context, "performance": metric_root(renamed, "performance", oldest),
+            "baseline": _json_scalar(dict(candidate_metrics or {}))}
 
 
 def build_context(

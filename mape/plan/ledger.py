@@ -2,7 +2,7 @@
 
 What it does: :func:`read_ledger` reads, in a handful of fleet-wide queries,
 everything the suppression rules (:mod:`mape.plan.rules`) consult: active
-pauses, action runs in flight, the acting decisions of the look-back window
+pauses, action runs in flight and running canaries, the acting decisions of the look-back window
 (cooldowns, ``never_with``, rate limits, the blast radius), the decisions
 already stored for this tick (a repeated tick, the tick's winner) and the
 ``for``/``keep_firing_for`` state of policies. :class:`PlanLedger` then answers
@@ -25,10 +25,11 @@ from typing import Any
 from sqlmodel import Session
 
 from knowledge import queries
-from knowledge.tables import ActionRun, Decision, DecisionStatus, Pause, PolicyState
+from knowledge.canaries import running_canaries
+from knowledge.tables import ActionRun, Canary, Decision, DecisionStatus, Pause, PolicyState
 from mape._util.timeutil import ensure_utc
 
-__all__ = ["ACTING_STATUSES", "AUTOMATIC_STATUSES", "Acted", "Draft", "PlanLedger", "read_ledger"]
+__all__ = ["ACTING_STATUSES", "AUTOMATIC_STATUSES", "Acted", "CanaryInFlight", "Draft", "PlanLedger", "read_ledger"]
 
 #: Decisions that act or may act: they start cooldowns and count toward rate limits.
 ACTING_STATUSES = (DecisionStatus.proposed.value, DecisionStatus.awaiting_approval.value,
@@ -89,6 +90,27 @@ class Draft:
 _DRAFT_COLUMNS = tuple(f.name for f in fields(Draft) if f.name != "id")
 
 
+@dataclass(frozen=True)
+class CanaryInFlight:
+    """A running canary, which keeps its model busy like an action in flight (the busy rule names it).
+
+    >>> from types import SimpleNamespace as Row
+    >>> print(CanaryInFlight(Row(id=2, step=0, steps=[{}, {}], share=0.1), Row(id=7, action="retrain")))
+    canary 2 of retrain run 7 (step 1 of 2, 10% of the replicas)
+    """
+
+    canary: Canary
+    run: ActionRun
+
+    @property
+    def id(self) -> int | None:
+        return self.run.id
+
+    def __str__(self) -> str:
+        return (f"canary {self.canary.id} of {self.run.action} run {self.run.id} (step {self.canary.step + 1} of "
+                f"{len(self.canary.steps)}, {self.canary.share:.0%} of the replicas)")
+
+
 @dataclass
 class PlanLedger:
     """The fleet's recent decisions and state, indexed for the suppression rules.
@@ -99,8 +121,8 @@ class PlanLedger:
         The tick being planned.
     pauses : dict
         Active pauses by ``(scope, name)``.
-    busy : dict of int to list of ActionRun
-        Runs in flight (pending, scheduled, running) by model id.
+    busy : dict of int to list of ActionRun or CanaryInFlight
+        Runs in flight (pending, scheduled, running), and running canaries, by model id.
     acted : dict of int to list of Acted
         Acting decisions of the look-back window by model id, oldest first.
     at_tick : dict of int to list of Decision
@@ -116,7 +138,7 @@ class PlanLedger:
 
     at: datetime
     pauses: dict[tuple[str, str], Pause] = field(default_factory=dict)
-    busy: dict[int, list[ActionRun]] = field(default_factory=dict)
+    busy: dict[int, list[ActionRun | CanaryInFlight]] = field(default_factory=dict)
     acted: dict[int, list[Acted]] = field(default_factory=dict)
     at_tick: dict[int, list[Decision]] = field(default_factory=dict)
     states: dict[tuple[int, str], PolicyState] = field(default_factory=dict)
@@ -191,6 +213,8 @@ def read_ledger(session: Session, model_ids: Sequence[int], at: datetime, *, loo
         return ledger
     for run in queries.in_flight_actions(session):
         ledger.busy.setdefault(run.model_id, []).append(run)
+    for canary, run, _ in running_canaries(session):  # a candidate serving a share: nothing else until it ends
+        ledger.busy.setdefault(canary.model_id, []).append(CanaryInFlight(canary, run))
     ledger.deferred = queries.scheduled_runs(session)
     for row in queries.acting_decisions_fleet(session, since=at - lookback, until=at, statuses=ACTING_STATUSES):
         ledger.acted.setdefault(row.model_id, []).append(Acted(

@@ -176,10 +176,13 @@ def _model_at(loc: Sequence[Any], root: type[BaseModel] = Policy) -> type[BaseMo
     """The pydantic model whose field ``loc[-1]`` is, for suggesting field names.
 
     ``loc`` holds the names as written in YAML (aliases such as ``for``);
-    optional sub-models (``rate_limit: RateLimit | None``) are unwrapped.
+    optional sub-models (``rate_limit: RateLimit | None``) and lists of them
+    (``steps: list[CanaryStep]``) are unwrapped.
     """
     model: type[BaseModel] = root
     for item in loc[:-1]:
+        if isinstance(item, int):
+            continue  # an item of a list field: the list's element model was taken at the field
         info = next((f for name, f in model.model_fields.items() if (f.alias or name) == str(item)), None)
         if info is None:
             return None
@@ -320,8 +323,15 @@ def _compile(document: _Document, expression: str | None, where: str,
 
 
 def _check_action(document: _Document, action: str, params: dict[str, Any], known_actions: KnownActions | None,
-                  errors: list[PolicyError], where: tuple[str | int, ...] = ("spec", "action")) -> None:
-    """The action type is registered and its params fit its parameter model; ``where`` is the action's path."""
+                  errors: list[PolicyError], where: tuple[str | int, ...] = ("spec", "action"),
+                  verify: bool | None = None) -> None:
+    """The action type is registered and its params fit its parameter model; ``where`` is the action's path.
+
+    With ``verify`` known (whether the policy has ``spec.verify``), parameters
+    whose model says they need it (a ``verify_required`` property giving the
+    parameter's path and why, as ``retrain``'s ``canary`` does) are an error
+    in a policy without it.
+    """
     if known_actions is None:
         return
     field = _location(where)
@@ -336,7 +346,11 @@ def _check_action(document: _Document, action: str, params: dict[str, Any], know
     if model is None:
         return
     try:
-        model.model_validate(params)
+        validated = model.model_validate(params)
+        needs = getattr(validated, "verify_required", None) if verify is False else None
+        if needs is not None:
+            path, why = needs
+            errors.append(document.error(why, _location((*where, "params", *path)), path=(*where, "params", *path)))
     except ValidationError as exc:
         errors.extend(_validation_errors(exc, document, model=model, prefix=(*where, "params"),
                                          action=action))
@@ -396,11 +410,12 @@ def _check_text(text: str, source: str, known_actions: KnownActions | None) -> t
     unless = _compile(document, policy.spec.unless, "spec.unless", errors)
     if policy.spec.verify is not None:
         _compile(document, policy.spec.verify.expect, "spec.verify.expect", errors)
-    _check_action(document, policy.spec.action.type, policy.spec.action.params, known_actions, errors)
+    verify = policy.spec.verify is not None
+    _check_action(document, policy.spec.action.type, policy.spec.action.params, known_actions, errors, verify=verify)
     for index, alternative in enumerate(policy.spec.alternatives):
         _compile(document, alternative.when, f"spec.alternatives[{index}].when", errors)
         _check_action(document, alternative.action.type, alternative.action.params, known_actions, errors,
-                      where=("spec", "alternatives", index, "action"))
+                      where=("spec", "alternatives", index, "action"), verify=verify)
     if errors or when is None:
         return None, _in_file_order(errors)
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()

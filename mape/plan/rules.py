@@ -10,7 +10,7 @@ planner and ``mape policy simulate`` apply exactly the same rules. The order:
    model blocks it until a new symptom opens or a person lifts the block →
    ``suppressed`` (blocked);
 2. ``mode: dry-run`` → ``dry_run`` (recorded, never acted on, blocks nothing);
-3. an action run of this model is in flight → ``suppressed`` (busy);
+3. an action run of this model is in flight, or a canary of it runs → ``suppressed`` (busy);
 4. the last acting decision of the same action for this model lies within the
    policy's ``cooldown`` → ``suppressed`` (cooldown);
 5. an acting decision of an action the policy is ``never_with`` lies within

@@ -68,6 +68,14 @@ the verdict or a person lifts the block
 :func:`knowledge.queries.lift_verification_block`); :func:`block_reason`
 words it for a suppressed decision.
 
+A run that started a canary (``retrain`` with ``canary``) is judged in two
+parts. While the canary runs, each of its steps is judged by the same
+expectation over the step's bake time (:mod:`mape.plan.canary`, first in each
+pass); a step that does not hold is the run's verdict (outcome
+``canary_aborted``, no rollback: production never changed). Once the canary
+promoted the candidate, the run's own verification starts as above, its bake
+time counted from the promotion, and a rollback undoes that promotion.
+
 Who calls it: the controller, once per tick, after analysis and before
 planning; tests. It reads policy versions from the knowledge base (the version
 that made each decision), so it needs no policy library of its own.
@@ -77,7 +85,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,11 +94,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from knowledge import audit, queries, registry
-from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, Verdict
+from knowledge.canaries import canaries_by_run, canary_of_run
+from knowledge.tables import ActionRun, CanaryState, Decision, DecisionStatus, ManagedModel, Verdict
 from mape._util.timeutil import ensure_utc, format_duration, parse_duration
+from mape.plan.canary import CanaryJudge
 from mape.plan.context import build_context, build_contexts
-from mape.plan.expressions import Condition, ConditionError, prepare
+from mape.plan.expressions import Condition, ConditionError
 from mape.plan.policy import Policy
+from mape.plan.verdicts import VerdictRecord, VerificationReport, reading
 
 __all__ = ["VerdictRecord", "VerificationReport", "Verifier", "block_reason", "verify_spec_of"]
 
@@ -145,83 +155,6 @@ def block_reason(run: ActionRun) -> str:
             f"not retried until a new symptom opens or a person lifts the block")
 
 
-@dataclass(frozen=True)
-class VerdictRecord:
-    """One verdict taken in a pass.
-
-    Parameters
-    ----------
-    run_id : int
-        The action run judged.
-    model, policy, action : str
-        Its model, its decision's policy, its action type.
-    verdict : str
-        ``pass``, ``fail`` or ``inconclusive``.
-    true, false, errors : int
-        The evaluation counts over the bake time.
-    outcome : str
-        ``none``, ``rollback`` (proposed), ``awaiting_approval`` (a rollback
-        a person decides on) or ``escalated`` (no rollback possible: a person
-        must look).
-    decision_id : int, optional
-        The follow-up decision, if one was written.
-    """
-
-    run_id: int
-    model: str
-    policy: str
-    action: str
-    verdict: str
-    true: int
-    false: int
-    errors: int
-    outcome: str
-    decision_id: int | None = None
-
-    def __str__(self) -> str:
-        follow = f", decision {self.decision_id}" if self.decision_id is not None else ""
-        return (f"{self.action} run {self.run_id} of policy {self.policy} on model {self.model}: {self.verdict} "
-                f"({self.true} true, {self.false} false, {self.errors} errors); {self.outcome}{follow}")
-
-
-@dataclass
-class VerificationReport:
-    """What one :meth:`Verifier.verify` pass did.
-
-    Parameters
-    ----------
-    at : datetime
-        The tick's logical time.
-    started : list of int
-        Runs whose verification started in this pass.
-    evaluated : int
-        Expectations evaluated (each counted true, false or error).
-    verdicts : list of VerdictRecord
-        Verdicts taken in this pass.
-    errors : list of str
-        Evaluations that failed (counted as errors on their runs), as log sentences.
-    """
-
-    at: datetime
-    started: list[int] = field(default_factory=list)
-    evaluated: int = 0
-    verdicts: list[VerdictRecord] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at.isoformat(),
-            "started": list(self.started),
-            "evaluated": self.evaluated,
-            "verdicts": [dict(vars(v)) for v in self.verdicts],
-            "errors": list(self.errors),
-        }
-
-    def __str__(self) -> str:
-        return (f"verification at {self.at.isoformat()}: {self.evaluated} evaluated, "
-                f"{len(self.verdicts)} verdicts, {len(self.errors)} errors")
-
-
 class Verifier:
     """Judges succeeded action runs against their policy's ``verify``, tick by tick.
 
@@ -244,6 +177,8 @@ class Verifier:
         self.max_age = max_age
         self._specs: dict[str, dict[str, Any] | None] = {}  # by policy version sha256
         self._conditions: dict[str, Condition | ConditionError] = {}  # by expectation text
+        self.canaries = CanaryJudge(actor=actor, max_age=max_age, spec_of=lambda sha: self._specs.get(sha or ""),
+                                    condition=self._condition, contexts=self._contexts)
 
     # ------------------------------------------------------------------ policy versions
 
@@ -282,13 +217,19 @@ class Verifier:
         """
         at = ensure_utc(at)
         report = VerificationReport(at=at)
+        verifying = self._verifying_versions(session)
+        self.canaries.judge(session, at, report)  # the steps of running canaries (their runs changed nothing yet)
         due: list[tuple[ActionRun, Decision]] = []
-        for run, decision in queries.runs_to_verify(session, policy_sha256s=self._verifying_versions(session)):
-            if run.finished_at is None or ensure_utc(run.finished_at) >= at:
+        rows = queries.runs_to_verify(session, policy_sha256s=verifying)
+        promoted = canaries_by_run(session, [run.id for run, _ in rows if run.verdict is None and run.id is not None])
+        for run, decision in rows:
+            canary = promoted.get(run.id)  # type: ignore[arg-type]
+            finished = canary.finished_at if canary is not None else run.finished_at  # its change: the promotion
+            if finished is None or ensure_utc(finished) >= at:
                 continue  # judged from the tick after it finished
             if run.last_verified_at is not None and at <= ensure_utc(run.last_verified_at):
                 continue  # a replayed (or older) tick: already counted
-            if run.verdict is None and not self._start(run, decision, at, report):
+            if run.verdict is None and not self._start(run, decision, at, report, finished=finished):
                 continue
             due.append((run, decision))
         if not due:
@@ -306,14 +247,15 @@ class Verifier:
         logger.debug("%s", report)
         return report
 
-    def _start(self, run: ActionRun, decision: Decision, at: datetime, report: VerificationReport) -> bool:
+    def _start(self, run: ActionRun, decision: Decision, at: datetime, report: VerificationReport, *,
+               finished: datetime) -> bool:
+        """Start judging ``run`` over the bake time from ``finished`` (its end, or its canary's promotion)."""
         spec = self._specs.get(decision.policy_sha256 or "")
         if spec is None:
             return False
-        assert run.finished_at is not None
         run.verification = {**spec, "policy_sha256": decision.policy_sha256}
         run.verdict = Verdict.pending.value
-        run.verify_until = ensure_utc(run.finished_at) + parse_duration(spec["within"])
+        run.verify_until = ensure_utc(finished) + parse_duration(spec["within"])
         run.verify_true = run.verify_false = run.verify_errors = 0
         assert run.id is not None
         report.started.append(run.id)
@@ -341,19 +283,8 @@ class Verifier:
 
     def _evaluate(self, run: ActionRun, model: ManagedModel | None, context: dict[str, Any] | None, at: datetime,
                   report: VerificationReport) -> None:
-        expect = run.verification.get("expect", "")
-        value: bool | None = None
-        error: str | None = None
-        condition = self._condition(expect)
-        if isinstance(condition, ConditionError):
-            error = f"the expectation does not compile: {condition}"
-        elif model is None or context is None:
-            error = "the model's context is not available"
-        else:
-            try:
-                value = condition.evaluate(prepare(context))
-            except ConditionError as exc:
-                error = str(exc)
+        condition = self._condition(run.verification.get("expect", ""))
+        value, error = reading(condition, None if model is None else context)
         if value is True:
             run.verify_true += 1
             run.verify_last = True
@@ -382,6 +313,9 @@ class Verifier:
         """Why the change of ``run`` cannot be rolled back; None when it can."""
         production = registry.production_version(session, run.model_id)
         started, finished = run.started_at, run.finished_at
+        canary = canary_of_run(session, run.id) if run.id is not None else None
+        if canary is not None and canary.state == CanaryState.promoted.value:
+            finished = canary.finished_at  # the run's change reached production when its canary's last step held
         promoted = production.promoted_at if production is not None else None
         if production is None or promoted is None or started is None or finished is None \
                 or not ensure_utc(started) <= ensure_utc(promoted) <= ensure_utc(finished):

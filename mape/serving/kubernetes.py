@@ -144,11 +144,11 @@ class KubernetesDeployment:
         self._host: str | None = None
 
     @classmethod
-    def from_config(cls, model: str, cfg: KubernetesServingConfig) -> KubernetesDeployment:
-        """The Deployment a model's ``serving.kubernetes`` section names."""
-        return cls(model, cfg.namespace, cfg.deployment, kubeconfig=cfg.kubeconfig, context=cfg.context,
-                   in_cluster=cfg.in_cluster, api_server=cfg.api_server, token_env=cfg.token_env,
-                   ca_cert=cfg.ca_cert, verify_tls=cfg.verify_tls,
+    def from_config(cls, model: str, cfg: KubernetesServingConfig, *, canary: bool = False) -> KubernetesDeployment:
+        """The Deployment a model's ``serving.kubernetes`` section names (``canary``: its canary Deployment)."""
+        return cls(model, cfg.namespace, cfg.canary if canary else cfg.deployment, kubeconfig=cfg.kubeconfig,
+                   context=cfg.context, in_cluster=cfg.in_cluster, api_server=cfg.api_server,
+                   token_env=cfg.token_env, ca_cert=cfg.ca_cert, verify_tls=cfg.verify_tls,
                    request_timeout=cfg.request_timeout.total_seconds(), endpoint=cfg.endpoint)
 
     def __str__(self) -> str:

@@ -6,7 +6,10 @@ commands that show or stop serving, and tests. Each replica is a
 ``python -m mape.serving.model_server`` process in a session of its
 own, so it outlives the controller tick that started it; what runs is
 recorded in ``state_dir/<model>.json`` (pid, port, version, start time per
-replica), which every later tick — in a fresh process — reads back. The file
+replica), which every later tick — in a fresh process — reads back. A second
+*track* of the same model, such as the replicas of a canary
+(:mod:`mape.execute.canary`), keeps its files in a directory of its own,
+``state_dir/<track>/<model>.json`` and so on, so the two sets are scaled apart. The file
 is replaced atomically, under an exclusive ``flock`` on
 ``state_dir/<model>.lock`` held for the whole of a read-change-write, so two
 controllers never corrupt it or start the same replica twice; a ``scale`` that
@@ -17,7 +20,7 @@ that fails to start is killed and its last lines end the
 :class:`mape.errors.ServingError` raised. New replicas serve the version the
 ``artifact`` callable names when they start, so after a promotion or a
 rollback new replicas serve the new version while older ones keep theirs
-until they are replaced.
+until they are replaced; :meth:`LocalReplicaSet.roll` replaces them.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from mape.serving.target import ServingHealth
 log = logging.getLogger(__name__)
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TRACK_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the directory holding the ``mape`` package
 _PORT_RETRIES = 3  # a replica that finds its port taken (another process won the race) tries another
 _LOG_TAIL_LINES = 20
@@ -138,6 +142,9 @@ class LocalReplicaSet:
         Seconds each replica has to answer ``/health`` in :meth:`health`.
     clock : callable
         Returns the current time (aware UTC); recorded as each replica's start time.
+    track : str, optional
+        A second set of replicas of the same model (``"canary"``), with its
+        files in ``state_dir/<track>/``; None: the model's main set.
 
     Examples
     --------
@@ -160,11 +167,15 @@ class LocalReplicaSet:
         health_timeout: float = 1.0,
         host: str = "127.0.0.1",
         clock: Clock = utcnow,
+        track: str | None = None,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(model, str) or not _MODEL_NAME.match(model):
             raise InvalidParameterError.for_parameter(
                 "model", owner, "a name of letters, digits, '.', '_' and '-'", model)
+        if track is not None and (not isinstance(track, str) or not _TRACK_NAME.match(track)):
+            raise InvalidParameterError.for_parameter(
+                "track", owner, "None or a lowercase name of letters, digits and '-'", track)
         low, high = port_range
         if not (1 <= low <= high <= 65535):
             raise InvalidParameterError.for_parameter(
@@ -174,7 +185,8 @@ class LocalReplicaSet:
             if not value > 0:
                 raise InvalidParameterError.for_parameter(name, owner, "a number of seconds > 0", value)
         self.model = model
-        self.state_dir = Path(state_dir)
+        self.track = track
+        self.state_dir = Path(state_dir) if track is None else Path(state_dir) / track
         self.artifact = artifact
         self.port_range = (low, high)
         self.startup_timeout = float(startup_timeout)
@@ -184,10 +196,12 @@ class LocalReplicaSet:
         self.clock = clock
 
     def __str__(self) -> str:
-        return f"local replicas of {self.model}"
+        return f"local {self.track + ' ' if self.track else ''}replicas of {self.model}"
 
     def __repr__(self) -> str:
-        return f"LocalReplicaSet({self.model!r}, {str(self.state_dir)!r})"
+        if self.track is None:
+            return f"LocalReplicaSet({self.model!r}, {str(self.state_dir)!r})"
+        return f"LocalReplicaSet({self.model!r}, {str(self.state_dir.parent)!r}, track={self.track!r})"
 
     @property
     def state_file(self) -> Path:
@@ -256,6 +270,43 @@ class LocalReplicaSet:
             if failure is not None:
                 raise failure
             return len(state.replicas)
+
+    def roll(self) -> int:
+        """Replace every replica that serves another version than the one ``artifact`` names now.
+
+        The new replicas start (and answer ``/health``) before the old ones
+        stop, so the set never serves fewer replicas than it had; the count
+        stays what it was. Returns how many were replaced; calling it again
+        replaces nothing.
+
+        Raises
+        ------
+        ServingError
+            When ``artifact`` fails, or a new replica cannot be started: the
+            old replicas then keep serving, and new ones that did start are
+            stopped again.
+        """
+        with self._locked():
+            state = self._live_state()
+            try:
+                version, _ = self.artifact()
+            except ServingError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
+                raise ServingError(f"cannot tell which version to serve: {type(exc).__name__}: {exc}",
+                                   model=self.model) from None
+            stale = [r for r in state.replicas if r.version != int(version)]
+            if not stale:
+                return 0
+            started, failure = self._start(len(stale), taken={r.port for r in state.replicas})
+            if failure is not None:
+                self._stop(started)
+                raise failure
+            self._stop(stale)
+            state.replicas = [*(r for r in state.replicas if r not in stale), *started]
+            self._save(state)
+            log.info("%s rolled to version %s: replaced %s", self, version, ", ".join(str(r) for r in stale))
+            return len(stale)
 
     def health(self) -> ServingHealth:
         """Ask each running replica's ``/health``; a replica is ready when it answers with its own pid."""

@@ -53,8 +53,8 @@ def test_a_tick_report_updates_the_counters() -> None:
     assert found[("mape_tick_duration_seconds_bucket", (("le", "0.5"),))] == 1.0
     assert found[("mape_tick_duration_seconds_bucket", (("le", "0.25"),))] == 0.0
     errors = {labels[0][1]: value for (name, labels), value in found.items() if name == "mape_tick_errors_total"}
-    assert errors == {"monitor": 2.0, "analyze": 0.0, "verify": 0.0, "plan": 0.0, "dispatch": 0.0, "action": 1.0,
-                      "notify": 1.0, "other": 1.0}
+    assert errors == {"monitor": 2.0, "analyze": 0.0, "verify": 0.0, "canary": 0.0, "plan": 0.0, "dispatch": 0.0,
+                      "action": 1.0, "notify": 1.0, "other": 1.0}
     decisions = {labels: value for (name, labels), value in found.items() if name == "mape_decisions_total"}
     assert decisions == {(("action", "retrain"), ("status", "proposed")): 2.0,
                          (("action", "rollback"), ("status", "dry_run")): 1.0}

@@ -30,7 +30,7 @@ def test_ticks_finished_after_the_loop_started_are_counted_once_with_their_decis
 
     assert loop.metrics.value("mape_ticks_total") == 1.0
     assert loop.metrics.value("mape_policy_errors") == 2.0
-    stages = ("monitor", "analyze", "verify", "plan", "dispatch", "action", "notify", "other")
+    stages = ("monitor", "analyze", "verify", "canary", "plan", "dispatch", "action", "notify", "other")
     assert sum(loop.metrics.value("mape_tick_errors_total", stage=s) or 0 for s in stages) == len(report.errors)
     assert loop.metrics.value("mape_signal_age_seconds", model="credit-risk", root="drift") is not None
 

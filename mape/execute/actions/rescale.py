@@ -28,11 +28,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
 
-from knowledge import registry
 from knowledge.tables import ActionRun, ActionState
-from mape.errors import PermanentActionError, ServingError, TransientActionError
+from mape.errors import PermanentActionError, ServingError
 from mape.execute.context import ActionContext
 from mape.execute.registry import action
+from mape.execute.serving import action_error, production_artifact
 from mape.serving.factory import target_for
 from mape.serving.target import ServingTarget, plan_replicas
 
@@ -63,16 +63,8 @@ def serving_target(ctx: ActionContext) -> ServingTarget:
         When the model has no ``serving`` section: it cannot be rescaled.
     """
     cfg = ctx.config
-    engine = ctx.session.get_bind()
-
-    def production() -> tuple[int, str]:
-        # a fresh session: replicas started later (by another process) serve what is in production then
-        with Session(engine) as session:
-            version = registry.production_version(session, ctx.model.id)
-            if version is None:
-                raise ServingError("has no production version to serve", model=cfg.name)
-            return version.version, version.artifact_uri
-
+    assert ctx.model.id is not None
+    production = production_artifact(ctx.session.get_bind(), ctx.model.id, cfg.name)  # type: ignore[arg-type]
     target = target_for(cfg, ctx.serving_dir, production)
     if target is None:
         raise PermanentActionError(f"model {cfg.name} has no serving configuration, so it cannot be rescaled; "
@@ -106,7 +98,7 @@ def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
     try:
         current = target.replicas()
     except ServingError as exc:
-        raise _action_error(exc) from None
+        raise action_error(exc) from None
     requested = params.replicas if params.replicas is not None else max(0, current + (params.by or 0))
     step = plan_replicas(current, requested, bounds, at=ctx.at,
                          last_scale_up_at=last_scale_up(ctx.session, ctx.model.id, before=ctx.at))
@@ -116,7 +108,7 @@ def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
         try:
             result["to"] = target.scale(step.target)
         except ServingError as exc:
-            raise _action_error(exc) from None
+            raise action_error(exc) from None
     try:
         health = target.health()
     except ServingError as exc:  # the scaling is done: failing now would lose it from the record
@@ -126,10 +118,3 @@ def rescale(ctx: ActionContext, params: RescaleParams) -> dict[str, Any]:
     result["endpoints"] = list(health.endpoints)
     result["health"] = str(health)
     return result
-
-
-def _action_error(exc: ServingError) -> TransientActionError | PermanentActionError:
-    """A transient serving failure is retried after a minute; any other fails the run at once."""
-    if exc.transient:
-        return TransientActionError(str(exc), delay=60)
-    return PermanentActionError(str(exc))
