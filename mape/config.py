@@ -427,6 +427,20 @@ _CARBON_FIELDS_OF: dict[str, tuple[str, ...]] = {
 }
 
 
+class PriceConfig(_Strict):
+    """Where the electricity price forecast comes from: ``price`` in a deferred action's ``defer.objective``.
+
+    A file of published prices (a day-ahead market's, dropped there by a
+    daily job): first column a timestamp, second the price, CSV or Parquet,
+    5-minute to hourly; negative prices are allowed. It is re-read when it
+    changes (:class:`mape.plan.scheduling.prices.PriceSeries`).
+    """
+
+    path: Path = Field(description="The CSV or Parquet price series (time, price).")
+    unit: str = Field("EUR/MWh", min_length=1, description="The prices' unit, for messages and evidence.")
+    repeat: bool = Field(False, description="Repeat the series outside its time span (a typical week, for demos).")
+
+
 class CarbonConfig(_Strict):
     """Where the grid's carbon intensity comes from: the ``carbon.*`` signals policies read.
 
@@ -868,6 +882,9 @@ class Settings(BaseSettings):
     carbon: CarbonConfig | None = Field(
         None, description="The grid's carbon intensity (carbon.* in policies, and the emissions of actions); "
                           "none: no carbon sensor.")
+    price: PriceConfig | None = Field(
+        None, description="Published electricity prices: the forecast of deferred actions whose defer.objective "
+                          "weighs price; none: those start at their earliest time.")
     prometheus: PrometheusConfig | None = Field(
         None, description="PromQL queries run against a Prometheus server for every model each tick (serving "
                           "latency, error rate, ...); none: no Prometheus sensor.")

@@ -228,23 +228,31 @@ class Controller:
                        forecast=self._forecast())
 
     def _forecast(self) -> Callable[[str, datetime, datetime], list[tuple[datetime, float]]] | None:
-        """The forecast deferred actions are scheduled on: the configured carbon provider's (none when unset).
+        """The forecasts deferred actions are scheduled on: the carbon provider's and the price series' (if set).
 
-        Only ``carbon`` is known; a policy whose ``defer.objective`` weighs
-        ``price`` starts at ``earliest``, saying so in its evidence.
+        A series with nothing configured (or, for prices, an unreadable file)
+        has no forecast: a policy whose ``defer.objective`` weighs it starts
+        at ``earliest``, saying so in its evidence.
         """
-        if self.settings.carbon is None:
+        carbon, price = self.settings.carbon, self.settings.price
+        if carbon is None and price is None:
             return None
         from mape.monitor.carbon import provider_from_config
+        from mape.plan.scheduling.prices import PriceSeries
 
         provider = getattr(self, "_carbon_provider", None)
-        if provider is None:
-            provider = self._carbon_provider = provider_from_config(self.settings.carbon)
+        if provider is None and carbon is not None:
+            provider = self._carbon_provider = provider_from_config(carbon)
+        prices = getattr(self, "_prices", None)
+        if prices is None and price is not None:
+            prices = self._prices = PriceSeries(price.path, unit=price.unit, repeat=price.repeat)
 
         def forecast(series: str, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
-            if series != "carbon":
-                return []
-            return [(point.time, point.g_per_kwh) for point in provider.forecast(start, end)]
+            if series == "carbon" and provider is not None:
+                return [(point.time, point.g_per_kwh) for point in provider.forecast(start, end)]
+            if series == "price" and prices is not None:
+                return prices.forecast(start, end)
+            return []
 
         return forecast
 

@@ -66,7 +66,7 @@ def _die_with_parent() -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        pass  # no prctl here (not Linux, or no glibc): the child is not tied to the zygote and must be killed
 
 
 def _child(config: str, log: Path, *, quiet: bool) -> None:

@@ -234,8 +234,8 @@ def test_the_controller_forecasts_from_the_configured_carbon_provider(engine, ex
     from mape.config import CarbonConfig
     from mape.controller import Controller
 
-    assert Controller._forecast(SimpleNamespace(settings=SimpleNamespace(carbon=None))) is None  # type: ignore[arg-type]
-    holder = SimpleNamespace(settings=SimpleNamespace(carbon=CarbonConfig(provider="series", path=DIURNAL_GRID)))
+    assert Controller._forecast(SimpleNamespace(settings=SimpleNamespace(carbon=None, price=None))) is None  # type: ignore[arg-type]
+    holder = SimpleNamespace(settings=SimpleNamespace(carbon=CarbonConfig(provider="series", path=DIURNAL_GRID), price=None))
     forecast = Controller._forecast(holder)  # type: ignore[arg-type]
     t0 = datetime.fromisoformat("2026-03-10T00:10:00+00:00")
     steps = forecast("carbon", t0, t0 + 2 * HOUR)

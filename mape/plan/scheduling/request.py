@@ -57,12 +57,12 @@ def parse_moment(option: str, value: str, *, after: datetime | None = None) -> d
     try:
         return ensure_utc(datetime.fromisoformat(value.strip()))
     except ValueError:
-        pass
+        pass  # not an ISO 8601 time: perhaps a duration after ``after``, below
     if after is not None:
         try:
             return after + parse_duration(value)
         except ValueError:
-            pass
+            pass  # not a duration either: the error below names both spellings
     also = " or a duration after --earliest such as 8h" if after is not None else ""
     raise ScheduleError(f"{option} {value!r} is not a time; use ISO 8601 such as 2026-03-10T12:00:00Z{also}")
 

@@ -109,6 +109,23 @@ class Trace:
         """The trace as a :class:`~mape.plan.scheduling.window.Steps` step function."""
         return Steps.regular(self.start, self.step, self.values)
 
+    def between(self, start: datetime, end: datetime, *, repeat: bool = False) -> list[tuple[datetime, float]]:
+        """The steps that overlap ``[start, end)`` as ``(time, value)``, the first beginning at or before ``start``.
+
+        With ``repeat``, the trace repeats outside its span (period: its whole
+        span); without, times outside it have no value.
+
+        >>> day = datetime(2026, 3, 10, tzinfo=timezone.utc)
+        >>> trace = Trace(day, timedelta(hours=1), np.array([50.0, -5.0]), "prices")
+        >>> [(t.hour, v) for t, v in trace.between(day + timedelta(minutes=30), day + timedelta(hours=3), repeat=True)]
+        [(0, 50.0), (1, -5.0), (2, 50.0)]
+        """
+        first, last = self.index(start), self.index(ensure_utc(end) - timedelta(microseconds=1))
+        n = len(self.values)
+        if not repeat:
+            first, last = max(first, 0), min(last, n - 1)
+        return [(self.time(i), float(self.values[i % n])) for i in range(first, last + 1)]
+
     def resampled(self, step: timedelta) -> "Trace":
         """The same step function on a finer grid (``step`` dividing this one's): each value repeated."""
         if step <= timedelta(0) or self.step % step:
