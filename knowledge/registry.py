@@ -144,25 +144,24 @@ def start_canary(session: Session, version: ModelVersion, *, actor: str, reason:
     :func:`promote` once its canary's last step held, or is rejected
     (:func:`reject`) when a step does not hold.
     """
-    version.stage = Stage.canary.value
-    if evaluation is not None:
-        version.evaluation = evaluation
-    session.add(version)
-    session.flush()
-    audit.record(session, actor=actor, kind="version.canary", subject=f"model_id={version.model_id} {version}",
-                 payload={"reason": reason, "evaluation": version.evaluation}, time=at)
-    return version
+    return _staged(session, version, Stage.canary, actor=actor, reason=reason, evaluation=evaluation, at=at)
 
 
 def reject(session: Session, version: ModelVersion, *, actor: str, reason: str,
            evaluation: dict[str, Any] | None = None, at: datetime | None = None) -> ModelVersion:
     """Record a candidate as rejected, with the numbers that condemned it."""
-    version.stage = Stage.rejected.value
+    return _staged(session, version, Stage.rejected, actor=actor, reason=reason, evaluation=evaluation, at=at)
+
+
+def _staged(session: Session, version: ModelVersion, stage: Stage, *, actor: str, reason: str,
+            evaluation: dict[str, Any] | None, at: datetime | None) -> ModelVersion:
+    """Put ``version`` in ``stage`` with its evaluation, audited as ``version.<stage>``."""
+    version.stage = stage.value
     if evaluation is not None:
         version.evaluation = evaluation
     session.add(version)
     session.flush()
-    audit.record(session, actor=actor, kind="version.rejected", subject=f"model_id={version.model_id} {version}",
+    audit.record(session, actor=actor, kind=f"version.{stage.value}", subject=f"model_id={version.model_id} {version}",
                  payload={"reason": reason, "evaluation": version.evaluation}, time=at)
     return version
 

@@ -52,6 +52,14 @@ def _duration(value: Any) -> Any:
     return None if value is None else parse_duration(value)
 
 
+
+def _positive(value: timedelta | None) -> timedelta | None:
+    """A bake time, refused unless longer than 0."""
+    if value is not None and value <= timedelta(0):
+        raise ValueError("must be longer than 0")
+    return value
+
+
 class CanaryStep(BaseModel):
     """One step of a canary: the share of the replicas that serve the candidate, and its bake time."""
 
@@ -64,12 +72,7 @@ class CanaryStep(BaseModel):
 
     _d = field_validator("bake", mode="before")(_duration)
 
-    @field_validator("bake")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be longer than 0")
-        return value
+    _p = field_validator("bake")(_positive)
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,7 @@ class CanaryParams(BaseModel):
                     for item in value]
         return value
 
-    @field_validator("bake")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be longer than 0")
-        return value
+    _p = field_validator("bake")(_positive)
 
     @field_validator("steps")
     @classmethod
