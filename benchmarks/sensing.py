@@ -28,6 +28,7 @@ the passes; results in ``benchmarks/results/sensing.json`` with the machine.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 import time
@@ -38,13 +39,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sqlalchemy.engine import Engine
 
 from benchmarks.machine import describe, write_results
 from knowledge import registry
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
+import mape.monitor.stage as monitor_stage
 from mape.config import ModelConfig
+from mape.data.sources import FileSource
 from mape.monitor import Monitor
 from mape.monitor.sensors import DriftSensor, PerformanceSensor
 from mape.monitor.sensors.quality import DataQualitySensor
@@ -106,6 +110,11 @@ class _World:
                 self._write(m, self.written, self.written + PART, f"part-{self.written:%H%M}")
             self.written += PART
 
+    def newest(self) -> list[Path]:
+        """Every model's last-written parts, log and labels (what a tick's reads must decode)."""
+        name = f"part-{self.written - PART:%H%M}.parquet"
+        return [self.root / f"m{m:03d}" / kind / name for m in range(len(self.frames)) for kind in ("inference", "labels")]
+
     def _write(self, m: int, start: datetime, end: datetime, name: str) -> None:
         frame = self.frames[m]
         rows = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
@@ -116,29 +125,75 @@ class _World:
 
 
 class _Timer:
-    """Wraps methods and sums the time spent in them (the statistical kernels)."""
+    """Wraps functions and sums the time spent in them, by phase, each call less the wrapped calls inside it.
+
+    ``seconds`` is the time of the phase ``kernels``; the other phases are
+    in ``phases``. A wrapped call inside another (the labels read inside the
+    join) counts for its own phase only.
+    """
 
     def __init__(self) -> None:
-        self.seconds = 0.0
-        self._originals: list[tuple[type, str, Callable[..., Any]]] = []
+        self.phases: dict[str, float] = {}
+        self._inner: list[float] = []  # per open wrapped call: the time of the wrapped calls inside it
+        self._originals: list[tuple[Any, str, Callable[..., Any]]] = []
 
-    def wrap(self, owner: type, name: str) -> None:
+    @property
+    def seconds(self) -> float:
+        return self.phases.get("kernels", 0.0)
+
+    def reset(self) -> None:
+        self.phases = {}
+
+    def wrap(self, owner: Any, name: str, phase: str = "kernels") -> None:
         original = getattr(owner, name)
         timer = self
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
+            timer._inner.append(0.0)
             try:
                 return original(*args, **kwargs)
             finally:
-                timer.seconds += time.perf_counter() - began
+                elapsed = time.perf_counter() - began
+                inner = timer._inner.pop()
+                timer.phases[phase] = timer.phases.get(phase, 0.0) + elapsed - inner
+                if timer._inner:
+                    timer._inner[-1] += elapsed
 
         self._originals.append((owner, name, original))
         setattr(owner, name, timed)
 
     def restore(self) -> None:
-        for owner, name, original in self._originals:
+        for owner, name, original in reversed(self._originals):
             setattr(owner, name, original)
+
+
+class _Collections:
+    """The time the garbage collector spends, from its own callbacks; not counted in the phase it interrupted."""
+
+    def __init__(self, timer: _Timer) -> None:
+        self.timer = timer
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            elapsed = time.perf_counter() - self._began
+            self.seconds += elapsed
+            if self.timer._inner:
+                self.timer._inner[-1] += elapsed
+
+
+def _decode_seconds(paths: list[Path]) -> float:
+    """The time to decode these Parquet files, footers parsed beforehand (what any reader of new parts pays)."""
+    footers = [pq.read_metadata(path) for path in paths]
+    began = time.perf_counter()
+    for path, footer in zip(paths, footers):
+        with open(path, "rb") as handle:
+            pq.ParquetFile(handle, metadata=footer).read(use_threads=False)
+    return time.perf_counter() - began
 
 
 def _knowledge_base(url: str, configs: list[ModelConfig]) -> tuple[Engine, dict[str, int]]:
@@ -176,17 +231,27 @@ def measure(n_models: int = 100, rows: int = 5000, passes: int = 5) -> dict[str,
         timer.wrap(DriftSensor, "score")
         timer.wrap(PerformanceSensor, "score")
         timer.wrap(DataQualitySensor, "score")
-        seen: dict[str, dict[str, Any]] = {name: {"totals": [], "kernels": [], "errors": 0} for name in runs}
+        timer.wrap(FileSource, "read", "reads")
+        timer.wrap(monitor_stage, "labelled_window", "join")
+        timer.wrap(monitor_stage, "add_observations", "insert")
+        collections = _Collections(timer)
+        gc.callbacks.append(collections)
+        seen: dict[str, dict[str, Any]] = {name: {"totals": [], "kernels": [], "errors": 0, "phases": [],
+                                                  "decode": []} for name in runs}
         try:
             for k in range(passes + 1):
                 at = START + timedelta(hours=2) + k * PART  # five more minutes of log and labels each pass
                 world.arrive(at)
+                newest = world.newest()
                 for name, (monitor, engine, ids) in setups.items():  # alternated: the same machine state
-                    timer.seconds = 0.0
+                    timer.reset()
+                    collections.seconds = 0.0
                     began = time.perf_counter()
                     with session_scope(engine) as session:
                         report = monitor.run(session, ids, at)
+                        ran = time.perf_counter()
                     elapsed = time.perf_counter() - began
+                    phases = {**timer.phases, "commit": elapsed - (ran - began), "gc": collections.seconds}
                     record = seen[name]
                     record["errors"] += len(report.errors)
                     record["drifting"] = sum(1 for m in report.models if m.detected)
@@ -196,7 +261,10 @@ def measure(n_models: int = 100, rows: int = 5000, passes: int = 5) -> dict[str,
                         continue
                     record["totals"].append(elapsed)
                     record["kernels"].append(timer.seconds)
+                    record["phases"].append(phases)
+                    record["decode"].append(_decode_seconds(newest))
         finally:
+            gc.callbacks.remove(collections)
             timer.restore()
             for _, engine, _ in setups.values():
                 engine.dispose()
@@ -207,11 +275,20 @@ def measure(n_models: int = 100, rows: int = 5000, passes: int = 5) -> dict[str,
         totals, kernels = record["totals"], record["kernels"]
         total, kernel = statistics.median(totals), statistics.median(kernels)
         overhead = statistics.median((t - s) / t for t, s in zip(totals, kernels))
+        breakdown = {phase: round(statistics.median(p.get(phase, 0.0) for p in record["phases"]), 3)
+                     for phase in ("reads", "join", "insert", "commit", "gc")}
+        breakdown["other"] = round(total - kernel - sum(breakdown.values()), 3)
+        floors = [d + p.get("insert", 0.0) + p["commit"] + p["gc"] for d, p in zip(record["decode"], record["phases"])]
+        floor_share = statistics.median(f / (f + s) for f, s in zip(floors, kernels))
         results[name] = {
             "first_pass": record["first"],
             "tick_sensing_median_s": round(total, 3), "tick_sensing_max_s": round(max(totals), 3),
             "kernels_median_s": round(kernel, 3), "overhead_median_s": round(total - kernel, 3),
             "overhead_share_median": round(overhead, 3),
+            "overhead_median_by_phase_s": breakdown,
+            "floor": {"decode_new_parts_s": round(statistics.median(record["decode"]), 3),
+                      "decode_insert_commit_gc_s": round(statistics.median(floors), 3),
+                      "floor_share_median": round(floor_share, 3)},
             "models_drifting": record["drifting"], "errors": record["errors"],
             "meets_time_target": max(totals) < 10.0, "meets_overhead_target": overhead < 0.2,
         }
