@@ -37,7 +37,7 @@ carbon_app = typer.Typer(help="Carbon-aware scheduling: the best window for a jo
                          no_args_is_help=True)
 app.add_typer(carbon_app, name="carbon")
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Configuration file (mape.yaml).")]
+from mape.cli_options import ConfigOption, LocalActorOption, UserOption  # noqa: E402
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -606,10 +606,12 @@ def models_promote(
     name: Annotated[str, typer.Argument(help="The managed model.")],
     version: Annotated[int, typer.Argument(help="The version to put in production.")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")],
-    actor: Annotated[str, typer.Option(help="Who; recorded in the audit trail.")] = os.environ.get("USER", "operator"),
+    user: UserOption = None,
+    actor: LocalActorOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Put a version in production now (the previous one is archived); refused while an action runs for the model."""
+    """Put a version in production now (admin role; the previous one is archived); refused while an action runs for
+    the model."""
     from sqlmodel import select
 
     from knowledge import registry
@@ -617,6 +619,7 @@ def models_promote(
     from knowledge.tables import ModelVersion
 
     settings = _settings(config)
+    actor = _admin(settings, user, actor, f"promote version {version} of model {name}")
     with _knowledge_session(settings) as session:
         model = _managed_model(session, name)
         row = session.exec(select(ModelVersion).where(ModelVersion.model_id == model.id,
@@ -636,13 +639,16 @@ def models_promote(
 def models_rollback(
     name: Annotated[str, typer.Argument(help="The managed model.")],
     reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")],
-    actor: Annotated[str, typer.Option(help="Who; recorded with the decision.")] = os.environ.get("USER", "operator"),
+    user: UserOption = None,
+    actor: LocalActorOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Roll back to the last good version: an approved rollback decision the next tick runs like any other."""
+    """Roll back to the last good version (admin role): an approved rollback decision the next tick runs like any
+    other."""
     from knowledge import registry
 
     settings = _settings(config)
+    actor = _admin(settings, user, actor, f"roll back model {name}")
     with _knowledge_session(settings) as session:
         model = _managed_model(session, name)
         target = registry.rollback_target(session, model.id)
@@ -730,14 +736,16 @@ def actions_request(
     model: Annotated[str, typer.Argument(help="Managed model name.")],
     action: Annotated[str, typer.Argument(help="Action type, e.g. retrain or rollback.")],
     reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")],
-    actor: Annotated[str, typer.Option(help="Who asks; recorded in the audit trail.")] = os.environ.get("USER", "operator"),
+    user: UserOption = None,
+    actor: LocalActorOption = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="key=value (JSON values allowed).")] = [],  # noqa: B006
     config: ConfigOption = None,
 ) -> None:
-    """Ask for an action now; the next tick dispatches it like any approved decision."""
+    """Ask for an action now (admin role); the next tick dispatches it like any approved decision."""
     from mape.controller import Controller
 
     settings = _settings(config)
+    actor = _admin(settings, user, actor, f"request {action} on model {model}")
     try:
         decision = Controller(settings).request_action(model, action, params=_parse_params(param), actor=actor,
                                                        reason=reason)
@@ -750,7 +758,19 @@ def actions_request(
 
 PausePolicyOption = Annotated[Optional[str], typer.Option("--policy", help="A policy: paused for every model.")]
 PauseModelOption = Annotated[Optional[str], typer.Option("--model", help="A managed model: paused for every policy.")]
-ActorOption = Annotated[str, typer.Option(help="Who; recorded with the pause and in the audit trail.")]
+
+
+def _admin(settings, user: str | None, actor: str | None, act: str) -> str:  # type: ignore[no-untyped-def]
+    """The name of the person running a command that needs the admin role; exits with status 3 otherwise."""
+    from mape.access.roles import Role, require
+    from mape.cli_people import identity_of
+
+    identity = identity_of(settings, user, actor)
+    try:
+        require(identity, Role.admin, act)
+    except MapeError as exc:
+        _fail(str(exc), code=3)
+    return identity.name
 
 
 def _pause_target(policy: str | None, model: str | None) -> tuple[str, str]:
@@ -780,10 +800,12 @@ def pause(
     reason: Annotated[str, typer.Option(help="Why; shown in every decision the pause suppresses.")],
     policy: PausePolicyOption = None,
     model: PauseModelOption = None,
-    actor: ActorOption = os.environ.get("USER", "operator"),
+    user: UserOption = None,
+    actor: LocalActorOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Pause a policy or a model: from the next tick its decisions are recorded as suppressed, never acted on."""
+    """Pause a policy or a model (admin role): from the next tick its decisions are recorded as suppressed, never
+    acted on."""
     from sqlmodel import select
 
     from knowledge import queries
@@ -793,6 +815,7 @@ def pause(
     if not reason.strip():
         _fail("--reason must say why (it is shown in every decision the pause suppresses)")
     settings = _settings(config)
+    actor = _admin(settings, user, actor, f"pause {scope} {name}")
     with _knowledge_session(settings) as session:
         if scope == "model":
             known = set(queries.models_by_name(session)) | {m.name for m in settings.models}
@@ -811,15 +834,18 @@ def pause(
 def resume(
     policy: PausePolicyOption = None,
     model: PauseModelOption = None,
-    actor: ActorOption = os.environ.get("USER", "operator"),
+    user: UserOption = None,
+    actor: LocalActorOption = None,
     reason: Annotated[str, typer.Option(help="Why (recorded); with --policy and --model.")] = "",
     config: ConfigOption = None,
 ) -> None:
-    """Lift the pause of a policy or a model; with both, let the policy act on the model again after a failed
-    or inconclusive verification."""
+    """Lift the pause of a policy or a model (admin role); with both, let the policy act on the model again after
+    a failed or inconclusive verification."""
     from knowledge import queries
 
     settings = _settings(config)
+    actor = _admin(settings, user, actor, "resume " + " and ".join(
+        f"{scope} {name}" for scope, name in (("policy", policy), ("model", model)) if name))
     if policy is not None and model is not None:
         with _knowledge_session(settings) as session:
             row = queries.models_by_name(session).get(model)
@@ -916,6 +942,12 @@ def carbon_backtest(
     except MapeError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result.as_dict(jobs=jobs), indent=2))
+
+
+from mape.cli_people import decisions_app, users_app  # noqa: E402 - it uses the helpers above, inside its commands
+
+app.add_typer(decisions_app, name="decisions")
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -441,6 +441,20 @@ class PriceConfig(_Strict):
     repeat: bool = Field(False, description="Repeat the series outside its time span (a typical week, for demos).")
 
 
+class AccessConfig(_Strict):
+    """Who may see and change what: sign-in for the dashboard and the CLI's state-changing commands.
+
+    With a users file, every person signs in (the dashboard's form, or the
+    CLI's ``--user`` with ``MAPE_PASSWORD`` or a prompt) and acts in the role
+    the file gives them (:mod:`mape.access`). Without one, the dashboard
+    refuses to show anything and the CLI acts as the local operator, an admin:
+    whoever can run it on this machine holds the keys anyway.
+    """
+
+    users_file: Path | None = Field(
+        None, description="The users file (names, roles, salted password hashes) written by `mape users add`.")
+
+
 class CarbonConfig(_Strict):
     """Where the grid's carbon intensity comes from: the ``carbon.*`` signals policies read.
 
@@ -882,6 +896,7 @@ class Settings(BaseSettings):
     carbon: CarbonConfig | None = Field(
         None, description="The grid's carbon intensity (carbon.* in policies, and the emissions of actions); "
                           "none: no carbon sensor.")
+    access: AccessConfig = Field(AccessConfig(), description="Sign-in and roles (the dashboard, mape decisions).")
     price: PriceConfig | None = Field(
         None, description="Published electricity prices: the forecast of deferred actions whose defer.objective "
                           "weighs price; none: those start at their earliest time.")
@@ -950,12 +965,10 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
         rest = url[len("sqlite:///"):]
         if rest and rest != ":memory:":
             data["db_url"] = f"sqlite:///{base / rest}"
-    carbon = data.get("carbon")
-    if isinstance(carbon, dict) and isinstance(carbon.get("path"), str) and not Path(carbon["path"]).is_absolute():
-        data["carbon"] = {**carbon, "path": str(base / carbon["path"])}
-    prefect = data.get("prefect")
-    if isinstance(prefect, dict) and isinstance(prefect.get("home"), str) and not Path(prefect["home"]).is_absolute():
-        data["prefect"] = {**prefect, "home": str(base / prefect["home"])}
+    for section, key in (("carbon", "path"), ("price", "path"), ("prefect", "home"), ("access", "users_file")):
+        value = data.get(section)
+        if isinstance(value, dict) and isinstance(value.get(key), str) and not Path(value[key]).is_absolute():
+            data[section] = {**value, key: str(base / value[key])}
     models = []
     for model in data.get("models") or []:
         if isinstance(model, dict):
