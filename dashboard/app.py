@@ -1,53 +1,54 @@
-"""The governance dashboard's first page: what the engine knows and what it did, read-only.
+"""The governance dashboard: sign in, then the fleet and the decisions waiting for a person.
 
-Reads the knowledge base at ``$MAPE_DB_URL`` through :mod:`knowledge` queries.
-Sign-in, approvals and the per-model pages come with the dashboard's own
-issue; this page already answers "which version serves, what did the engine
-decide, and why".
+Run with ``mape dashboard --config mape.yaml`` (or ``streamlit run
+dashboard/app.py`` with ``MAPE_CONFIG`` set). It reads the configuration's
+knowledge base (``MAPE_DB_URL`` overrides it) through :mod:`knowledge`
+queries, and acts only through :mod:`mape.access`, which checks the signed-in
+person's role. Nothing is shown before sign-in.
 """
 
 from __future__ import annotations
 
-import os
+from functools import partial
 
 import streamlit as st
+from sqlalchemy.engine import Engine
 
-from knowledge import audit, queries, registry
+from dashboard import approvals, fleet
+from dashboard.signin import current, sign_out, signed_in
 from knowledge.database import create_engine_for, session_scope
+from mape.config import load_settings
+from mape.errors import MapeError
+
+PAGES = {"Fleet": fleet.render, "Approvals": approvals.render}
 
 
 @st.cache_resource
-def _engine(url: str):  # type: ignore[no-untyped-def]
+def _engine(url: str) -> Engine:
     return create_engine_for(url)
 
 
 def main() -> None:
     st.set_page_config(page_title="mape", layout="wide")
-    st.title("mape: the control loop's knowledge")
-    url = os.environ.get("MAPE_DB_URL", "sqlite:///mape.db")
-    engine = _engine(url)
+    try:
+        settings = load_settings()
+    except MapeError as exc:
+        st.error(f"The configuration cannot be used: {exc}")
+        return
+    identity = signed_in(settings)
+    if identity is None:
+        return
+    with st.sidebar:
+        st.write(f"Signed in as **{identity.name}** ({identity.role.value})")
+        if st.button("Sign out"):
+            sign_out()
+            st.rerun()
+        page = st.radio("Page", list(PAGES), key="page")
+        st.caption(f"knowledge base: {settings.db_url}")
+    engine = _engine(settings.db_url)
+    answering = approvals.Answering(engine, partial(current, settings, identity))
     with session_scope(engine) as session:
-        models = queries.models_by_name(session)
-        st.caption(f"knowledge base: {url}")
-        verdict = audit.verify_chain(session)
-        if verdict.ok:
-            st.success(f"audit trail intact ({verdict.events} events)")
-        else:
-            st.error(f"audit trail altered at event {verdict.first_bad_id}: {verdict.reason}")
-        for name, model in sorted(models.items()):
-            st.header(name)
-            st.write(f"owner: {model.owner or '-'} · labels: {model.labels}")
-            st.subheader("versions")
-            st.table([{"version": v.version, "stage": v.stage, "accuracy": v.metrics.get("accuracy"),
-                       "promoted": v.promoted_at, "artifact": v.artifact_uri}
-                      for v in registry.versions(session, model.id)])
-            st.subheader("open symptoms")
-            st.table([{"kind": s.kind, "severity": s.severity, "since": s.opened_at}
-                      for s in queries.open_symptoms(session, model.id)])
-            st.subheader("decisions (latest 50)")
-            rows = queries.decisions(session, model_id=model.id, limit=50, newest_first=True)
-            st.table([{"id": d.id, "time": d.created_at, "policy": d.policy_name, "action": d.action,
-                       "status": d.status, "reason": d.reason} for d in rows])
+        PAGES[page](session, identity, answering)
 
 
 main()

@@ -184,6 +184,8 @@ def dashboard(config: ConfigOption = None,
     settings = _settings(config)
     app_file = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     env = {**os.environ, "MAPE_DB_URL": settings.db_url, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    if config is not None:  # the page reads the same configuration (its users file, its knowledge base)
+        env["MAPE_CONFIG"] = str(config.resolve())
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
                                       "--server.address", "127.0.0.1", "--server.port", str(port),
                                       "--server.headless", "true"], env=env))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -85,6 +86,7 @@ def write_config(directory: Path, policies_dir: Path) -> Path:
         "tick_interval": "1h",
         "controller_id": "demo-controller",
         "prefect": {"home": "prefect"},
+        "access": {"users_file": "users.yaml"},  # the dashboard's sign-in (a demo admin is added at the end)
         "models": [{
             "name": MODEL,
             "owner": "risk-ml@example.com",
@@ -338,8 +340,20 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
     mape = _command_path()
     echo(f"knowledge base: {controller.settings.db_url}")
     echo(f"inspect it:     {mape} models list --config {config_path}")
+    password = _demo_user(controller.settings.access.users_file)
     echo(f"dashboard:      {mape} dashboard --config {config_path}")
+    echo(f"                then open http://127.0.0.1:8501 and sign in as demo, password {password}")
     return not problems
+
+
+def _demo_user(users_file: Path | None) -> str:
+    """An admin named ``demo`` with a fresh random password in the demo's users file; the password."""
+    from mape.access import Role, UsersFile
+
+    assert users_file is not None  # write_config names one
+    password = secrets.token_urlsafe(9)
+    UsersFile(users_file).add("demo", Role.admin, password)
+    return password
 
 
 def _command_path() -> str:

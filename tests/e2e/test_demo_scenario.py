@@ -14,6 +14,7 @@ from examples.credit.stream import generate
 from knowledge import queries, registry
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, Decision, ModelVersion, Observation, PolicyVersion, Symptom
+from mape.access import Role, UsersFile
 from mape.execute.training import load_artifact
 
 pytestmark = pytest.mark.slow
@@ -33,6 +34,16 @@ def test_the_demo_reports_a_closed_loop(demo_run):
     assert ok, text
     assert "PROMOTED" in text and "REJECTED" in text
     assert "the loop closed" in text
+
+
+def test_the_demo_ends_by_saying_how_to_open_the_dashboard_and_sign_in(demo_run):
+    _, lines, directory = demo_run
+    dashboard = next(i for i, line in enumerate(lines) if line.startswith("dashboard:"))
+    assert f"dashboard --config {directory / 'mape.yaml'}" in lines[dashboard]
+    password = lines[dashboard + 1].rsplit("password ", 1)[1]
+    assert "http://127.0.0.1:8501" in lines[dashboard + 1] and "sign in as demo" in lines[dashboard + 1]
+    identity = UsersFile(directory / "users.yaml").authenticate("demo", password)
+    assert identity is not None and identity.role is Role.admin
 
 
 def test_drift_is_observed_at_or_after_the_onset_and_not_before(demo_run):
