@@ -546,3 +546,48 @@ class Notification(SQLModel, table=True):
 
     def __str__(self) -> str:
         return f"notification {self.id} ({self.event} to {self.channel}, {self.state})"
+
+
+class ShadowStatus(str, Enum):
+    """Where a shadow search of live deferral stands (:class:`DeferralShadow`)."""
+
+    pending = "pending"  # a window has not passed yet, or its actuals are not known yet
+    scored = "scored"  # the realised gain is known
+    unscorable = "unscorable"  # the actuals never covered its windows: it counts for nothing
+
+
+class DeferralShadow(SQLModel, table=True):
+    """One shadow search of live deferral: what a forecast promised, and what the actual series gave.
+
+    The planner makes the search a deferred action would get once an hour for
+    every kind of search its policies use (``key``: objective, duration,
+    window), whether an action arrives or not; once both windows have passed
+    (``due_at``) it scores it on the actual series (``carbon``: the
+    ``carbon.intensity`` observations; ``price``: the published prices). The
+    scored shadows of the last 28 days are the evidence of the forecaster's
+    recent error (:mod:`mape.plan.forecast_guard`). Rows older than the
+    retention are pruned by the planner.
+    """
+
+    __tablename__ = "deferral_shadow"
+    __table_args__ = (UniqueConstraint("key", "issued_at", name="uq_deferral_shadow_key_issued_at"),
+                      Index("ix_deferral_shadow_status_due_at", "status", "due_at"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, description="The kind of search, e.g. 'carbon 1h +0s..12h'.")
+    issued_at: datetime = Field(description="The tick whose forecast was searched.")
+    objective: dict[str, Any] = _json(description="Weights per series, e.g. {carbon: 1.0}.")
+    earliest: datetime = Field(description="Start of the run-now window.")
+    latest_start: datetime
+    duration_s: float = Field(description="The job's duration in seconds.")
+    chosen_start: datetime = Field(description="The best start on the forecast.")
+    due_at: datetime = Field(description="When both windows have passed: it can be scored from then on.")
+    predicted_gain: float = Field(description="Forecast objective at earliest minus the chosen window's.")
+    predicted: dict[str, Any] = _json(description="Per series: forecast means run_now and chosen, and scale.")
+    status: str = Field(default=ShadowStatus.pending.value, max_length=20)
+    realised_gain: Optional[float] = Field(default=None, description="The same difference on the actual series.")
+    actual: dict[str, Any] = _json(description="Per series: actual means run_now and chosen.")
+    note: str = Field(default="", max_length=300, description="Why it could not be scored.")
+    scored_at: Optional[datetime] = None
+
+    def __str__(self) -> str:
+        return f"shadow search {self.id} ({self.key} at {self.issued_at.isoformat()}, {self.status})"

@@ -59,11 +59,13 @@ from mape.errors import PolicyError
 from mape.plan import firing
 from mape.plan.context import build_context, build_contexts
 from mape.plan.expressions import Condition, ConditionError, prepare
+from mape.plan.forecast_guard import ForecastGuard
 from mape.plan.ledger import ACTING_STATUSES, Draft, PlanLedger, read_ledger
 from mape.plan.loader import LoadedPolicy
 from mape.plan.policy import ActionSpec
 from mape.plan.rules import BLAST_RADIUS_REASON, Ruling, blast_limit, decide, lookback
 from mape.plan.scheduling.deferral import Forecast, choose_start, reconsider
+from mape.plan.scheduling.recent_error import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +232,9 @@ class Planner:
         With it, a deferred action starts in the window of ``defer.duration``
         with the lowest forecast inside ``[earliest, deadline]``, and a waiting
         one moves when the forecast changes materially; without it, deferred
-        actions start at ``earliest``.
+        actions start at ``earliest``. With it, each pass also records and
+        scores the shadow searches that measure the forecaster's recent error
+        (:class:`~mape.plan.forecast_guard.ForecastGuard`, ``defer.guard``).
 
     Raises
     ------
@@ -251,6 +255,8 @@ class Planner:
         self.policies = tuple(policies)
         self.forecast = forecast
         self._forecasts: dict[Any, Any] = {}  # the forecasts fetched in one planning pass
+        self._forecast_guard = ForecastGuard()
+        self._evidence: dict[str, Evidence] = {}  # the forecaster's scored shadow searches, by kind, in one pass
         self.utility = utility or Utility()
         self._guards: dict[str, Condition | ConditionError] = {}
         self.actor = actor
@@ -398,6 +404,9 @@ class Planner:
                              policy_names=self._stateful)
         fired, choices = self._evaluate(session, ledger, planned, contexts, candidates, at, report)
         if self.forecast is not None:
+            self._evidence = self._forecast_guard.update(
+                session, at, [p.policy.spec.defer for p in self.policies if p.policy.spec.defer is not None],
+                self.forecast, model_ids=[m.id for m in models if m.id is not None], cache=self._forecasts)
             self._replan_deferred(session, ledger, at, report)
         self._decide(session, ledger, models, contexts, fired, choices, at, report)
         logger.debug("%s", report)
@@ -543,7 +552,8 @@ class Planner:
             better = reconsider(planned=ensure_utc(run.scheduled_for), now=at,
                                 latest_start=ensure_utc(decision.deadline), duration=defer.duration,
                                 weights=defer.weights, forecast=self.forecast, replan_saving=defer.replan_saving,
-                                cache=self._forecasts)
+                                cache=self._forecasts, guard=defer.guard,
+                                evidence=self._evidence.get(ForecastGuard.key(defer)))
             if better is None:
                 continue
             if queries.reschedule_run(session, run, better.start, at, actor=self.actor, reason=better.reason,
@@ -554,7 +564,8 @@ class Planner:
     def _schedule(self, defer: Any, earliest: datetime, latest: datetime) -> tuple[datetime, dict[str, Any]]:
         """The start of a deferred action in ``[earliest, latest]``, and the record of how it was chosen."""
         chosen = choose_start(earliest=earliest, latest_start=latest, duration=defer.duration, weights=defer.weights,
-                              forecast=self.forecast, min_saving=defer.min_saving, cache=self._forecasts)
+                              forecast=self.forecast, min_saving=defer.min_saving, cache=self._forecasts,
+                              guard=defer.guard, evidence=self._evidence.get(ForecastGuard.key(defer)))
         return chosen.start, chosen.record
 
     def _decide(self, session: Session, ledger: PlanLedger, models: Sequence[ManagedModel],

@@ -246,6 +246,14 @@ class Defer(_Strict):
         While the action waits, the start is searched again on every tick's
         forecast; it moves when the fresh forecast promises at least this
         fraction less than the planned start (default 0.05).
+    guard : {"recent_error", "strict", "none"}
+        ``recent_error`` (default): defer (or move a waiting action) only when
+        the predicted gain exceeds the forecaster's recent error, measured on
+        the hourly shadow searches of the last 28 days once at least 10 are
+        scored; until then, the forecast alone decides (and the reason says
+        so). ``strict``: the same, but without that evidence the action starts
+        at ``earliest``. ``none``: the forecast alone, always.
+        ``min_saving`` applies in every case.
     """
 
     earliest: Duration = Field(timedelta(0), json_schema_extra={"default": "0s"},
@@ -259,6 +267,10 @@ class Defer(_Strict):
     min_saving: float = Field(0.0, ge=0, lt=1, description="Start at earliest unless the forecast saves this fraction.")
     replan_saving: float = Field(0.05, ge=0, le=1,
                                  description="Move a waiting action when a fresh forecast saves this fraction more.")
+    guard: Literal["recent_error", "strict", "none"] = Field(
+        "recent_error", description="Defer only when the predicted gain exceeds the forecaster's recent error: "
+                                    "recent_error (the forecast alone until that is known), strict (no deferral "
+                                    "until it is known) or none.")
 
     @field_validator("duration")
     @classmethod

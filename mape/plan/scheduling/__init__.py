@@ -13,6 +13,11 @@ Pure functions over series, no knowledge base: one job per module.
   realised on the actual series, with the guard that defers only when the
   predicted gain exceeds the forecaster's recent error.
 * :mod:`.request`: one request on recorded series (``mape carbon plan``).
+* :mod:`.recent_error`: the guard's rule (a predicted gain against the
+  realised gains of scored shadow searches), shared by the backtest and the
+  live deferral.
+* :mod:`.shadow`: the live shadow searches and their scoring on the actual
+  series (stored by :mod:`mape.plan.forecast_guard`).
 
 Who calls it: ``mape carbon plan`` and ``mape carbon backtest``, the planner's
 deferral (:class:`mape.plan.planner.Planner`, with a forecast the controller

@@ -54,6 +54,7 @@ import numpy as np
 from mape._util.timeutil import format_duration
 from mape.errors import ScheduleError
 from mape.plan.scheduling.forecast import Forecaster, make_forecaster
+from mape.plan.scheduling.recent_error import MATCH, clock_seconds, recent_error
 from mape.plan.scheduling.trace import Trace
 from mape.plan.scheduling.window import Steps, Window, best_window
 
@@ -319,20 +320,15 @@ class _Shadows:
     time, as if a job had arrived; once its latest window has passed, its
     realised gain is known (0 if it predicted no gain and so did not defer).
     :meth:`error` compares a predicted gain with the realised gains of the
-    ``NEIGHBOURS`` recent shadows issued within ``MATCH`` of the same time of
-    day whose predicted gains are nearest (the same hour may behave quite
-    unlike its neighbours: at the bottom of the solar dip, waiting is rarely
-    worth it).
+    recent shadows (:func:`~mape.plan.scheduling.recent_error.recent_error`:
+    the nearest by predicted gain of those issued within ``MATCH`` of the same
+    time of day; the same hour may behave quite unlike its neighbours: at the
+    bottom of the solar dip, waiting is rarely worth it).
     """
-
-    MATCH = timedelta(minutes=30)  # or half the cadence, if that is longer
-    MIN_SHADOWS = 10
-    CONFIDENCE = 1.0
-    NEIGHBOURS = 15
 
     def __init__(self, replay: _Replay, *, start: int, cadence: int, lookback: timedelta) -> None:
         self.replay, self.cadence, self.lookback = replay, cadence, lookback
-        self.match = max(self.MATCH, cadence * replay.trace.step / 2).total_seconds()
+        self.match = max(MATCH, cadence * replay.trace.step / 2).total_seconds()
         self.next = start
         self.issued: list[datetime] = []
         self.clock: list[float] = []  # seconds since midnight UTC of each shadow's issue time
@@ -347,7 +343,7 @@ class _Shadows:
                 return
             window = replay.plan(self.next, issued, issued + replay.slack)
             self.issued.append(issued)
-            self.clock.append(_clock(issued))
+            self.clock.append(clock_seconds(issued))
             self.predicted.append(window.gain)
             self.realised.append(replay.actual.mean(issued, issued + replay.duration)
                                  - replay.actual.mean(window.start, window.end) if window.gain > 0 else 0.0)
@@ -356,28 +352,11 @@ class _Shadows:
     def error(self, at: datetime, gain: float) -> float:
         """By how much a predicted ``gain`` at ``at`` overstates the realised one, from the recent shadows.
 
-        The predicted gain minus the mean realised gain of the nearest
-        shadows, plus ``CONFIDENCE`` standard errors of that mean; at least 0.
-        ``inf`` when fewer than ``MIN_SHADOWS`` shadows are known (no evidence,
-        no deferral).
+        ``inf`` when fewer than
+        :data:`~mape.plan.scheduling.recent_error.MIN_SHADOWS` shadows are
+        known (no evidence, no deferral).
         """
         self._advance(at)
         first = bisect.bisect_left(self.issued, at - self.lookback)
-        predicted = np.asarray(self.predicted[first:])
-        realised = np.asarray(self.realised[first:])
-        if len(predicted) < self.MIN_SHADOWS:
-            return math.inf
-        distance = np.abs(np.asarray(self.clock[first:]) - _clock(at))
-        near = np.minimum(distance, 86400 - distance) <= self.match
-        if near.sum() >= self.MIN_SHADOWS:
-            predicted, realised = predicted[near], realised[near]
-        k = min(self.NEIGHBOURS, len(predicted))
-        nearest = np.argsort(np.abs(predicted - gain), kind="stable")[:k]
-        realised = realised[nearest]
-        expected = float(realised.mean())
-        uncertainty = float(realised.std(ddof=1)) / math.sqrt(k) if k > 1 else math.inf
-        return max(0.0, gain - expected + self.CONFIDENCE * uncertainty)
-
-
-def _clock(moment: datetime) -> float:
-    return moment.hour * 3600 + moment.minute * 60 + moment.second
+        return recent_error(gain, clock_seconds(at), clocks=self.clock[first:], predicted=self.predicted[first:],
+                            realised=self.realised[first:], match=self.match).error

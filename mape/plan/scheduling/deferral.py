@@ -9,6 +9,17 @@ saving is below the policy's ``defer.min_saving``, the start is ``earliest``
 (the behaviour without forecasts). The start is never after ``latest_start``:
 a deferred action runs at its deadline whatever the forecast says.
 
+**The guard** (``guard``, a policy's ``defer.guard``): with ``recent_error``
+or ``strict``, the action is deferred only when the predicted gain (the
+forecast objective of starting at ``earliest`` minus that of the chosen
+window) exceeds the forecaster's recent error for such a prediction
+(:class:`~mape.plan.scheduling.recent_error.Evidence`: shadow searches the
+planner recorded and scored once their windows passed). Without enough scored
+searches, ``strict`` starts at ``earliest`` (no evidence, no deferral) and
+``recent_error`` trusts the forecast alone, saying so; ``none`` never
+consults the evidence. The record holds the error, the expected realised gain
+and the number of scored searches under ``guard``.
+
 :func:`reconsider` is the same search again for a run still waiting: on a
 fresh forecast, from now to the same deadline. The planner moves the run only
 when the fresh forecast promises at least ``defer.replan_saving`` less than
@@ -29,19 +40,23 @@ policy with ``defer`` and for deferred runs still waiting.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from mape._util.timeutil import format_duration
 from mape.errors import ScheduleError
+from mape.plan.scheduling.recent_error import MIN_SHADOWS, Evidence, RecentError
 from mape.plan.scheduling.window import Steps, Window, best_window, score_starts
 
-__all__ = ["Forecast", "Schedule", "choose_start", "reconsider"]
+__all__ = ["Forecast", "Guard", "Schedule", "choose_start", "forecast_steps", "reconsider"]
 
 #: ``forecast(series, start, end)``: the steps of ``series`` over ``[start, end)``, ``[]`` when unknown.
 Forecast = Callable[[str, datetime, datetime], Sequence[tuple[datetime, float]]]
+#: How a deferral is guarded: the recent error once known, the recent error or no deferral, or not at all.
+Guard = Literal["recent_error", "strict", "none"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,12 @@ class Schedule:
         return self.window.saving if self.window is not None else 0.0
 
 
-def _steps(forecast: Forecast, series: str, start: datetime, end: datetime,
-           cache: dict[Any, Steps | None] | None) -> Steps | None:
+def forecast_steps(forecast: Forecast, series: str, start: datetime, end: datetime,
+                   cache: dict[Any, Steps | None] | None = None) -> Steps | None:
+    """The steps of ``series`` over ``[start, end)`` as a :class:`Steps`, or ``None`` when unknown or failing.
+
+    ``cache`` holds the answers already fetched in a planning pass, by series and span.
+    """
     key = (series, start, end)
     if cache is not None and key in cache:
         return cache[key]
@@ -97,7 +116,8 @@ def _last_end(points: Sequence[tuple[datetime, float]], end: datetime) -> dateti
 
 def choose_start(*, earliest: datetime, latest_start: datetime, duration: timedelta,
                  weights: Mapping[str, float], forecast: Forecast | None, min_saving: float = 0.0,
-                 cache: dict[Any, Steps | None] | None = None) -> Schedule:
+                 cache: dict[Any, Steps | None] | None = None, guard: Guard = "none",
+                 evidence: Evidence | None = None) -> Schedule:
     """The start in ``[earliest, latest_start]`` with the lowest forecast objective (see the module).
 
     Parameters
@@ -115,6 +135,11 @@ def choose_start(*, earliest: datetime, latest_start: datetime, duration: timede
         this fraction below that of starting at ``earliest``.
     cache : dict, optional
         Forecasts already fetched in this planning pass, by series and span.
+    guard : {"none", "recent_error", "strict"}
+        Whether a deferral must also beat the forecaster's recent error (see
+        the module); ``none`` (the default here) does not look.
+    evidence : Evidence, optional
+        The scored shadow searches of this kind of search; ``None``: none yet.
 
     Examples
     --------
@@ -128,6 +153,14 @@ def choose_start(*, earliest: datetime, latest_start: datetime, duration: timede
     >>> choose_start(earliest=t0, latest_start=t0, duration=timedelta(hours=1), weights={"carbon": 1.0},
     ...              forecast=None).reason
     'no forecast is configured: start at the earliest time'
+
+    Twelve earlier searches at midnight that predicted 200 g of gain and lost 20 g instead: waiting does not pay.
+
+    >>> past = Evidence.from_rows((t0 - timedelta(days=d), 200.0, -20.0) for d in range(1, 13))
+    >>> guarded = choose_start(earliest=t0, latest_start=t0 + timedelta(hours=2), duration=timedelta(hours=1),
+    ...                        weights={"carbon": 1.0}, forecast=hourly, guard="recent_error", evidence=past)
+    >>> guarded.start.hour, guarded.record["guard"]["recent_error"], guarded.record["guard"]["scored"]
+    (0, 220.0, 12)
     """
     record: dict[str, Any] = {"objective": dict(weights), "duration": format_duration(duration),
                               "earliest": earliest.isoformat(), "latest_start": latest_start.isoformat()}
@@ -142,7 +175,7 @@ def choose_start(*, earliest: datetime, latest_start: datetime, duration: timede
     for name, weight in weights.items():
         if weight <= 0:
             continue
-        steps = _steps(forecast, name, earliest, latest_start + duration, cache)
+        steps = forecast_steps(forecast, name, earliest, latest_start + duration, cache)
         if steps is None:
             return done(earliest, f"no {name} forecast is known: start at the earliest time")
         series[name] = steps
@@ -159,18 +192,32 @@ def choose_start(*, earliest: datetime, latest_start: datetime, duration: timede
     if window.saving < min_saving:
         return done(earliest, f"the forecast saving ({window.saving:.1%}) is below min_saving ({min_saving:.1%}): "
                               "start at the earliest time", window)
+    note = ""
+    if guard != "none":
+        found = _guarded(record, guard, evidence, earliest, window.gain)
+        if found.known and window.gain <= found.error:
+            return done(earliest, f"the predicted gain ({window.gain:.4g}) does not exceed the forecaster's recent "
+                                  f"error ({_searches(found)}): start at the earliest time", window)
+        if not found.known and guard == "strict":
+            return done(earliest, f"no evidence of the forecaster's recent error yet ({_searches(found)}): start at "
+                                  "the earliest time", window)
+        note = "; " + _guard_note(found, window.gain)
     return done(window.start, f"the forecast is lowest from {window.start.isoformat()} "
-                              f"({window.saving:.1%} below starting at the earliest time)", window)
+                              f"({window.saving:.1%} below starting at the earliest time{note})", window)
 
 
 def reconsider(*, planned: datetime, now: datetime, latest_start: datetime, duration: timedelta,
                weights: Mapping[str, float], forecast: Forecast, replan_saving: float,
-               cache: dict[Any, Steps | None] | None = None) -> Schedule | None:
+               cache: dict[Any, Steps | None] | None = None, guard: Guard = "none",
+               evidence: Evidence | None = None) -> Schedule | None:
     """A better start for a run planned for ``planned`` and still waiting at ``now``, or ``None`` to keep it.
 
     The fresh forecast is searched over ``[now, latest_start]``; the run moves
     when the best start's forecast is at least ``replan_saving`` below the
-    planned start's on the same forecast. The record gains ``planned``.
+    planned start's on the same forecast and, with a ``guard``, when that
+    improvement also exceeds the forecaster's recent error (``strict``: and
+    only once it is known), as :func:`choose_start` judges a deferral. The
+    record gains ``planned`` (and ``guard``).
     """
     if planned <= now or planned > latest_start:
         return None
@@ -179,17 +226,44 @@ def reconsider(*, planned: datetime, now: datetime, latest_start: datetime, dura
     window = fresh.window
     if window is None or window.start == planned:
         return None
-    series = {name: _steps(forecast, name, now, latest_start + duration, cache) for name in window.means}
+    series = {name: forecast_steps(forecast, name, now, latest_start + duration, cache) for name in window.means}
     if any(steps is None or not steps.covers(planned, planned + duration) for steps in series.values()):
         return None
     planned_score, = score_starts(window, series, [planned], weights)  # type: ignore[arg-type]
     if planned_score <= 0 or (planned_score - window.score) / planned_score < replan_saving:
         return None
     saving = 1 - window.score / planned_score
-    record = dict(fresh.record, planned=planned.isoformat(),
-                  reason=f"the forecast changed: {window.start.isoformat()} is now {saving:.1%} below the planned "
-                         f"{planned.isoformat()}")
+    record = dict(fresh.record, planned=planned.isoformat())
+    note = ""
+    if guard != "none":
+        improvement = planned_score - window.score
+        found = _guarded(record, guard, evidence, now, improvement)
+        if (found.known and improvement <= found.error) or (not found.known and guard == "strict"):
+            return None
+        note = f" ({_guard_note(found, improvement)})"
+    record["reason"] = (f"the forecast changed: {window.start.isoformat()} is now {saving:.1%} below the planned "
+                        f"{planned.isoformat()}{note}")
     return Schedule(start=window.start, reason=record["reason"], window=window, record=record)
+
+
+def _guarded(record: dict[str, Any], guard: Guard, evidence: Evidence | None, at: datetime,
+             gain: float) -> RecentError:
+    """The recent error of a predicted ``gain`` at ``at`` (unknown without evidence), noted in ``record``."""
+    found = evidence.error(at, gain) if evidence is not None else RecentError(math.inf, 0)
+    record["guard"] = {"kind": guard, "predicted_gain": round(gain, 6), **found.as_dict()}
+    return found
+
+
+def _searches(found: RecentError) -> str:
+    if found.known:
+        return f"{found.error:.4g}, from {found.scored} scored searches"
+    return f"{found.scored} of {MIN_SHADOWS} scored searches"
+
+
+def _guard_note(found: RecentError, gain: float) -> str:
+    if found.known:
+        return f"the predicted gain {gain:.4g} exceeds the recent error {_searches(found)}"
+    return f"no evidence of the forecaster's recent error yet: {_searches(found)}"
 
 
 def _rounded(means: Mapping[str, float]) -> dict[str, float]:
