@@ -15,6 +15,7 @@ posts the documented ``FlowRunCreate`` body itself.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -34,8 +35,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State, to_state_create
 
-__all__ = ["ACTION_FLOW", "PAGE", "TICK_FLOW", "PrefectFlowRuns", "ensure_flow_run", "knowledge_base_tag",
-           "process_tag", "read_all"]
+__all__ = ["ACTION_FLOW", "PAGE", "TICK_FLOW", "UNTAGGED_GRACE", "PrefectFlowRuns", "ensure_flow_run",
+           "knowledge_base_tag", "process_tag", "read_all", "supervisor_tag"]
 
 #: The name of the action flow (:func:`flows.actions.action_flow`).
 ACTION_FLOW = "mape-action"
@@ -43,6 +44,9 @@ ACTION_FLOW = "mape-action"
 TICK_FLOW = "mape-tick"
 _KB_TAG = "mape-kb:"
 _PROCESS_TAG = "mape-process:"
+_SUPERVISOR_TAG = "mape-served-by:"
+#: How long a served tick run may run before it names its own process; until then its serving process answers for it.
+UNTAGGED_GRACE = timedelta(seconds=60)
 
 
 def knowledge_base_tag(knowledge_base: str) -> str:
@@ -53,6 +57,17 @@ def knowledge_base_tag(knowledge_base: str) -> str:
 def process_tag(process: str) -> str:
     """The tag naming the process that runs a tick (:class:`mape.execute.claims.Claimer`'s text)."""
     return f"{_PROCESS_TAG}{process}"
+
+
+def supervisor_tag(process: str) -> str:
+    """The tag naming the process that serves the tick deployment (``mape run``), on each run it creates.
+
+    Prefect's runner in that process starts each tick in a process of its
+    own and marks it crashed if that process dies; if the serving process
+    dies too, nobody does, and a run that had not named its own process yet
+    is told abandoned by this tag.
+    """
+    return f"{_SUPERVISOR_TAG}{process}"
 #: The most flow runs Prefect's API returns for one filter request.
 PAGE = 200
 _UNFINISHED = [StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
@@ -81,9 +96,11 @@ class PrefectFlowRuns:
         (in pages of :data:`PAGE`, the most Prefect's API returns at once).
     """
 
-    def __init__(self, flow_name: str = ACTION_FLOW, *, limit: int = 1000) -> None:
+    def __init__(self, flow_name: str = ACTION_FLOW, *, limit: int = 1000,
+                 untagged_grace: timedelta = UNTAGGED_GRACE) -> None:
         self.flow_name = flow_name
         self.limit = limit
+        self.untagged_grace = untagged_grace
 
     def __repr__(self) -> str:
         return f"PrefectFlowRuns(flow_name={self.flow_name!r})"
@@ -104,9 +121,25 @@ class PrefectFlowRuns:
         return {str(r.id): r.state_type.value for r in runs if r.state_type is not None}
 
     def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
-        """The knowledge base's unfinished tick flow runs, by id: the process running each (None when untagged)."""
-        return {str(r.id): next((t[len(_PROCESS_TAG):] for t in r.tags if t.startswith(_PROCESS_TAG)), None)
-                for r in self._unfinished(TICK_FLOW, knowledge_base)}
+        """The knowledge base's unfinished tick flow runs, by id: the process answering for each (None: unknown).
+
+        That is the process the run names (a call of the tick flow names it
+        from the run's creation, a served run once it runs); else, for a run
+        of the served deployment that has been ``PENDING`` or ``RUNNING`` for
+        longer than ``untagged_grace`` without naming one, the process that
+        serves the deployment (its ``mape-served-by:`` tag from the
+        deployment). A run that is only scheduled has nobody to answer for it.
+        """
+        now = datetime.now(timezone.utc)
+        found: dict[str, str | None] = {}
+        for run in self._unfinished(TICK_FLOW, knowledge_base):
+            process = _tagged(run.tags, _PROCESS_TAG)
+            if process is None and run.state_type in (StateType.PENDING, StateType.RUNNING):
+                since = run.state.timestamp if run.state is not None else None
+                if since is not None and now - since >= self.untagged_grace:
+                    process = _tagged(run.tags, _SUPERVISOR_TAG)
+            found[str(run.id)] = process
+        return found
 
     def tag(self, flow_run_id: str, tags: Collection[str]) -> None:
         """Add ``tags`` to a flow run (a tick tags its own run with its knowledge base and process)."""
@@ -124,6 +157,11 @@ class PrefectFlowRuns:
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(UUID(flow_run_id), _state(state, message), force=True)
+
+
+def _tagged(run_tags: Iterable[str], prefix: str) -> str | None:
+    """The value of the first tag with ``prefix``, or None."""
+    return next((t[len(prefix):] for t in run_tags if t.startswith(prefix)), None)
 
 
 def read_all(client: SyncPrefectClient, *, limit: int, **filters: Any) -> list[FlowRun]:

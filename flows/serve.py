@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -84,6 +85,50 @@ def local_prefect_server(*, port: int, home: Path | None, startup_timeout: float
         log.info("Local Prefect server stopped")
 
 
+def tick_deployment(config_file: str | None, *, interval: timedelta, name: str = "mape-controller") -> Any:
+    """The tick flow's deployment that :func:`serve` serves: a run every ``interval``, tagged from its creation.
+
+    Prefect gives each flow run a deployment creates the deployment's tags:
+    here the knowledge base's (so reconciliation reads the run as its own)
+    and the serving process's (:func:`flows.prefect_runs.supervisor_tag`: if
+    this process dies with a tick that had not yet named its own process,
+    the next controller can tell the tick was abandoned). Without a readable
+    knowledge base the deployment has no tags; its ticks still name themselves
+    once they run.
+    """
+    from flows.tick import tick_flow
+
+    return tick_flow.to_deployment(
+        name=name, interval=interval, parameters={"config_file": config_file}, tags=served_tags(config_file),
+        description="The mape controller: one tick of the MAPE-K loop per interval.",
+    )
+
+
+def served_tags(config_file: str | None) -> list[str]:
+    """The knowledge base's tag and this (serving) process's, or none when the knowledge base cannot be read."""
+    from flows.prefect_runs import knowledge_base_tag, supervisor_tag
+    from knowledge import queries
+    from knowledge.database import create_engine_for, session_scope
+    from knowledge.migrate import upgrade
+    from mape.config import load_settings
+    from mape.execute.claims import this_process
+
+    try:
+        settings = load_settings(config_file)
+        upgrade(settings.db_url)  # as the first tick's controller would: the identity is written by a migration
+        engine = create_engine_for(settings.db_url)
+        try:
+            with session_scope(engine) as session:
+                instance = queries.knowledge_base_id(session)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the ticks report the failure themselves
+        log.warning("The tick deployment has no tags: the knowledge base cannot be read: %s: %s",
+                    type(exc).__name__, exc)
+        return []
+    return [knowledge_base_tag(instance), supervisor_tag(str(this_process()))]
+
+
 def serve(config_file: str | None, *, interval: timedelta, name: str = "mape-controller",
           stop: threading.Event | None = None, stop_timeout: float = 60.0) -> None:
     """Serve the tick flow every ``interval`` against the Prefect API in ``PREFECT_API_URL`` until stopped.
@@ -97,15 +142,10 @@ def serve(config_file: str | None, *, interval: timedelta, name: str = "mape-con
     """
     from prefect.runner import Runner
 
-    from flows.tick import tick_flow
-
     # Prefect polls for due runs every 10 s by default, so a tick would start up to 10 s late.
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
     stop = stop or threading.Event()
-    deployment = tick_flow.to_deployment(
-        name=name, interval=interval, parameters={"config_file": config_file},
-        description="The mape controller: one tick of the MAPE-K loop per interval.",
-    )
+    deployment = tick_deployment(config_file, interval=interval, name=name)
     runner = Runner(name=name, pause_on_shutdown=False, limit=1)
     state: dict[str, object] = {}
     started = threading.Event()

@@ -434,6 +434,8 @@ def policy_simulate(
     """Replay the recorded ticks through a candidate policy set; show what it would have decided, and the differences.
 
     Nothing is written. Each tick is planned with the live planner's rules over the knowledge base as it stood then.
+    A recorded canary keeps its model busy as it did live; a candidate retrain's canary is described (its steps),
+    not replayed: its steps are judged on a live candidate's own predictions.
     """
     from sqlalchemy.exc import SQLAlchemyError
 

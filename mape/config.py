@@ -350,15 +350,36 @@ class KubernetesServingConfig(_Strict):
     canary_deployment: str | None = Field(
         None, max_length=253, pattern=_K8S_NAME,
         description="The Deployment whose pods serve a canary candidate beside this one (a Service selecting both "
-                    "splits the traffic by replicas); none: '<deployment>-canary'. Only its scale is changed.")
+                    "splits the traffic by replicas); none: '<deployment>-canary'.")
+    promote: Literal["patch", "pipeline"] = Field(
+        "patch", description="Who points the Deployments' pod templates at a model version. patch: mape sets the "
+                             "model reference (env MAPE_MODEL_VERSION and MAPE_ARTIFACT_URI of the model's container, "
+                             "and mape.io/ annotations) on the canary Deployment when a canary starts and on this "
+                             "Deployment when the canary is promoted, so production serves the new version at once. "
+                             "pipeline: a delivery pipeline owns both pod templates; mape changes only replica "
+                             "counts, and production serves the new version once the pipeline rolls it out.")
+    container: str | None = Field(
+        None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The container of the pod template that serves the model (promote: patch); none: the first.")
+    rollout_timeout: timedelta = Field(
+        timedelta(seconds=60), description="How long a promotion waits for this Deployment's pods to serve the new "
+                                           "version before the canary's replicas are withdrawn anyway, e.g. 60s "
+                                           "(promote: patch; 0s: do not wait).")
 
-    _d = field_validator("request_timeout", mode="before")(_duration)
+    _d = field_validator("request_timeout", "rollout_timeout", mode="before")(_duration)
 
     @field_validator("request_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"request_timeout must be positive, got {value}")
+        return value
+
+    @field_validator("rollout_timeout")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError(f"rollout_timeout must be 0 or more, got {value}")
         return value
 
     @model_validator(mode="after")

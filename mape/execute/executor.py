@@ -57,6 +57,7 @@ from mape.data.artifacts import Location
 from mape.data.energy import measure_energy
 from mape.data.sources import TableSource, open_source
 from mape.errors import ActionTimeoutError, PermanentActionError, TransientActionError
+from mape.execute.canary import orphans
 from mape.execute.claims import this_process
 from mape.execute.context import ActionContext
 from mape.execute.registry import ActionRegistry
@@ -237,6 +238,10 @@ class Executor:
                 log.warning("Action run %s is not running for this process; its attempt is not run", run_id)
                 return None
             number = current.attempts
+        return self.withdraw_orphan_canary(self._attempt(run_id, at, number), at)
+
+    def _attempt(self, run_id: int, at: datetime, number: int) -> ActionRun | None:
+        """Attempt ``number`` of the run, its outcome committed (fenced); the run as it ended."""
         try:
             with session_scope(self.engine) as session:
                 run = session.get(ActionRun, run_id)
@@ -288,7 +293,30 @@ class Executor:
             if run is None or run.state != S.running.value or run.claimed_by != str(this_process()):
                 return run
             number = run.attempts
-        return self._failed(run_id, at, exc, attempt=number)
+        return self.withdraw_orphan_canary(self._failed(run_id, at, exc, attempt=number), at)
+
+    def withdraw_orphan_canary(self, run: ActionRun | None, at: datetime) -> ActionRun | None:
+        """After a run that asked for a canary ended for good: withdraw canary replicas no running canary owns.
+
+        A lost attempt of the run may have started them (its transaction did
+        not commit, so no canary row owns them); see
+        :mod:`mape.execute.canary.orphans`. A run that will be retried keeps
+        them (the retry's canary replaces them). Never raises: a failure is
+        logged, and reconciliation tries again at the next tick. Returns
+        ``run``.
+        """
+        if run is None or run.state not in orphans.FINAL_RUN_STATES or not orphans.asked_for_canary(run):
+            return run
+        try:
+            report = orphans.withdraw_orphans(self.engine, self.models, self.serving_dir, at, actor=self.actor,
+                                              model_ids=[run.model_id])
+        except Exception:  # noqa: BLE001 - the run's outcome stands; reconciliation sweeps again
+            log.exception("Canary replicas left by %s could not be checked; the next reconciliation tries again", run)
+            return run
+        for problem in report.errors:
+            log.error("%s", problem)
+        with session_scope(self.engine) as session:  # its result now records the check
+            return session.get(ActionRun, run.id) or run
 
     def _timed_out(self, run_id: int, at: datetime, exc: Exception, *, attempt: int) -> ActionRun | None:
         try:

@@ -6,7 +6,7 @@ settles its predecessor's action runs before anything new is planned or
 started. With Prefect, each tick may run in a process of its own, so "restart"
 is every tick.
 
-Two passes, each change audited (``action.reconciled``):
+Its passes, each change audited (``action.reconciled`` for the first two):
 
 1. **Runs left ``running``.** The claim names the process of the attempt
    (:mod:`mape.execute.claims`). If that process is gone (same host: its pid
@@ -23,16 +23,24 @@ Two passes, each change audited (``action.reconciled``):
    outcome and reporting it to Prefect): each is set to the state its action
    run has (:func:`flow_state_for`).
 3. **Ticks left running.** A killed process leaves its tick's flow run
-   ``RUNNING`` for ever too; each tick flow run names its process, and one
-   whose process is gone is marked ``CRASHED`` (audited as
-   ``tick.reconciled``). A tick on another host is left alone.
+   ``RUNNING`` for ever too; each tick flow run names its process from its
+   creation (or, for a run the served deployment created, the process that
+   serves it, until the run names its own), and one whose process is gone
+   is marked ``CRASHED`` (audited as ``tick.reconciled``). A tick on another
+   host is left alone.
+4. **Canary replicas no running canary owns.** A retrain attempt lost after
+   it started its canary's replicas leaves them running with no canary row;
+   once its run is final, they are withdrawn
+   (:func:`mape.execute.canary.orphans.withdraw_orphans`, audited as
+   ``canary.orphans_withdrawn``). The executor does the same when the run
+   ends; this pass catches a controller that died in between.
 
 Only the knowledge base's own flow runs are read (they carry its tag): one
 Prefect server may orchestrate several knowledge bases.
 
 The orchestrator is reached only through :class:`FlowRuns` (Prefect's lives
-in :mod:`flows.prefect_runs`); without one, only the knowledge base is
-reconciled.
+in :mod:`flows.prefect_runs`); without one, only the knowledge base (and
+the canary replicas) are reconciled.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from sqlmodel import col
 from knowledge import audit, queries
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState
+from mape.execute.canary import orphans
 from mape.execute.claims import Claimer, alive
 
 if TYPE_CHECKING:
@@ -105,7 +114,11 @@ class FlowRuns(Protocol):
         ...
 
     def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
-        """The knowledge base's tick flow runs not in a final state, by id: the process running each, if known."""
+        """The knowledge base's tick flow runs not in a final state, by id: the process answering for each, if known.
+
+        The process that runs it, or, for a run that has not named one yet,
+        the process that serves the deployment which created it.
+        """
         ...
 
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
@@ -146,11 +159,13 @@ class ReconcileReport:
     errors: list[str] = field(default_factory=list)
     #: Tick flow runs marked ``CRASHED``: their process was gone.
     crashed_ticks: list[str] = field(default_factory=list)
+    #: Canary replicas withdrawn because no running canary owned them, one sentence each.
+    canaries: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"changes": [c.as_dict() for c in self.changes],
                 "reconciled": [str(c) for c in self.changes] + [f"tick flow run {t}: RUNNING -> CRASHED"
-                                                                  for t in self.crashed_ticks],
+                                                                  for t in self.crashed_ticks] + list(self.canaries),
                 "left_running": list(self.left_running), "errors": list(self.errors)}
 
 
@@ -189,9 +204,22 @@ def reconcile(executor: Executor, at: datetime, *, flow_runs: FlowRuns | None = 
             instance = queries.knowledge_base_id(session)
         _align(executor, flow_runs, instance, at, report)
         _crashed_ticks(executor, flow_runs, instance, at, report)
+    _orphan_canaries(executor, at, report)
     for change in report.changes:
         log.warning("Reconciled %s", change)
     return report
+
+
+def _orphan_canaries(executor: Executor, at: datetime, report: ReconcileReport) -> None:
+    """Withdraw the canary replicas that lost attempts of now-final runs left (:mod:`mape.execute.canary.orphans`)."""
+    try:
+        found = orphans.withdraw_orphans(executor.engine, executor.models, executor.serving_dir, at,
+                                         actor=executor.actor)
+    except Exception as exc:  # noqa: BLE001 - the next tick tries again
+        report.errors.append(f"withdrawing orphan canary replicas: {type(exc).__name__}: {exc}")
+        return
+    report.canaries.extend(found.withdrawn)
+    report.errors.extend(found.errors)
 
 
 def _lost(executor: Executor, run_id: int, attempts: int, claimed_by: str | None, at: datetime, cause: str,
@@ -267,7 +295,7 @@ def _crashed_ticks(executor: Executor, flow_runs: FlowRuns, instance: str, at: d
         claimer = Claimer.parse(process)
         if claimer is None or alive(claimer) is not False:
             continue
-        message = f"the process that ran this tick ({process}) is gone"
+        message = f"the process that ran or served this tick ({process}) is gone"
         try:
             flow_runs.mark(flow_run_id, "CRASHED", message)
         except Exception as exc:  # noqa: BLE001

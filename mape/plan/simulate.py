@@ -20,10 +20,16 @@ follow the *simulated* decisions, exactly as they would have live.
 
 What is replayed as recorded, because a policy set does not change it here:
 the observations and symptoms, the model versions, pauses, action runs (a
-model is busy while a recorded run was in flight), verification verdicts and
+model is busy while a recorded run was in flight), canaries (a model is busy
+while a recorded canary ran, at the step it was at:
+:class:`~mape.plan.canary_replay.CanaryHistory`), verification verdicts and
 their follow-up decisions, and decisions people asked for. The loop's feedback
-is not simulated: a retrain the candidate set would have made produces no run
-and no new version. A simulated decision awaiting approval is answered as the
+is not simulated: a retrain the candidate set would have made produces no run,
+no new version and no canary. A candidate policy's ``canary`` is described
+instead (the steps it would take, and how many simulated retrains would have
+started one: ``SimulationSummary.canaries``); its steps are not replayed, as
+each is judged on the live predictions of a candidate that the replay never
+trains (:mod:`mape.plan.canary_replay`). A simulated decision awaiting approval is answered as the
 live one of the same model, policy and tick was (approved or rejected at
 the same time), else it expires at its deadline.
 
@@ -58,12 +64,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from knowledge import queries
+from knowledge.canaries import canaries_between
 from knowledge.database import create_engine_for, session_scope
 from knowledge.tables import DecisionStatus, ManagedModel
 from mape._util.timeutil import ensure_utc
 from mape.config import BlastRadius, Utility
 from mape.errors import SimulationError
 from mape.plan import firing
+from mape.plan.canary_replay import NOT_REPLAYED, CanaryHistory, CanaryPlan, canary_plans
 from mape.plan.context import METRIC_ROOTS, assemble_context, metric_root
 from mape.plan.expressions import Condition
 from mape.plan.fields import blank_strings
@@ -230,6 +238,12 @@ class SimulationSummary:
     missing_signals: int = 0
     workers: int = 1
     seconds: float = 0.0
+    #: The candidate policies' canaries, by policy (described, not replayed: :mod:`mape.plan.canary_replay`).
+    canaries: dict[str, CanaryPlan] = field(default_factory=dict)
+    #: Acting simulated decisions of those policies: each would have started a canary after its gate.
+    canary_retrains: Counter[str] = field(default_factory=Counter)
+    #: Recorded canaries that ran during the range (their models were busy meanwhile, in the replay as live).
+    recorded_canaries: int = 0
 
     def add(self, tick: SimulatedTick) -> None:
         """Count one replayed tick (compared: :meth:`SimulatedTick.compare`)."""
@@ -286,6 +300,10 @@ class SimulationSummary:
                             "changed": self.changed},
             "first_divergence": self.first_divergence,
             "evaluation_errors": {"total": self.evaluation_errors, "missing_signals": self.missing_signals},
+            "canaries": {"policies": {name: {**plan.as_dict(), "simulated_retrains": self.canary_retrains[name],
+                                             "replayed": False, "note": NOT_REPLAYED}
+                                      for name, plan in self.canaries.items()},
+                         "recorded": self.recorded_canaries},
             "workers": self.workers, "seconds": round(self.seconds, 3),
         }
 
@@ -367,6 +385,13 @@ def _summary_lines(s: SimulationSummary) -> Iterator[str]:
     if s.evaluation_errors:
         yield (f"  {s.evaluation_errors} condition evaluation{'' if s.evaluation_errors == 1 else 's'} failed "
                f"({s.missing_signals} on a missing signal); those policies did not fire then")
+    for name, plan in s.canaries.items():
+        n = s.canary_retrains[name]
+        yield (f"  canary of {name}: {n} simulated retrain{'' if n == 1 else 's'} would each start one after the "
+               f"gate: {plan}; {NOT_REPLAYED}")
+    if s.recorded_canaries:
+        yield (f"  {s.recorded_canaries} recorded canar{'y' if s.recorded_canaries == 1 else 'ies'} kept "
+               f"{'its model' if s.recorded_canaries == 1 else 'their models'} busy while running, as live")
 
 
 # --------------------------------------------------------------------------------------------- the replay
@@ -527,6 +552,7 @@ class _Replay:
         self.versions = VersionHistory(versions, queries.promotions(session, ids),
                                        {i: ensure_utc(r.started_at or r.created_at) for i, r in makers.items()})
         self.runs = RunHistory(queries.action_runs_between(session, ids, first, last))
+        self.canaries = CanaryHistory(canaries_between(session, ids, first, last))
         self.pauses = pause_intervals(session)
         self.blocks = block_intervals(session, last)
         self._trimmed = first
@@ -676,6 +702,10 @@ class _Replay:
             busy = self.runs.busy_at(model_id, at)
             if busy:
                 ledger.busy[model_id] = busy
+        for model_id in self.canaries.model_ids:  # after the runs, as the live ledger lists them
+            canaries = self.canaries.busy_at(model_id, at)
+            if canaries:
+                ledger.busy[model_id] = [*ledger.busy.get(model_id, ()), *canaries]
         oldest = at - self.max_age if self.max_age is not None else None
         stateful, rank = self.stateful, self.planner.rank
         decisions: list[tuple[int, str, str, str, str, str]] = []
@@ -875,12 +905,15 @@ def simulate(engine: Engine, policies: Sequence[LoadedPolicy], *, start: datetim
         if models is None:
             models = sorted(queries.models_by_name(session).values(), key=lambda m: m.id or 0)
         models = [m for m in models if m.id is not None]
+        recorded_canaries = len(canaries_between(session, [m.id for m in models if m.id is not None],
+                                                 ticks[0], ticks[-1]))
     if not models:
         raise SimulationError("no managed models in the knowledge base: nothing to plan for")
     warm = _warmup(policies, before, start) if warmup else []
     all_ticks = warm + ticks
     summary = SimulationSummary(start=ticks[0], end=ticks[-1], warmup_ticks=len(warm), models=len(models),
-                                policies=[p.name for p in policies])
+                                policies=[p.name for p in policies], canaries=canary_plans(policies),
+                                recorded_canaries=recorded_canaries)
     report = SimulationReport(summary=summary)
     names = {m.id: m.name for m in models}
     raw_ticks: dict[Any, datetime] = {}
@@ -897,6 +930,9 @@ def simulate(engine: Engine, policies: Sequence[LoadedPolicy], *, start: datetim
         for at, rows in reported:
             recorded = live.get(at, [])
             summary.tally([(o.model, o.status) for o in recorded], [(names[row[0]], row[3]) for row in rows])
+            if summary.canaries:
+                summary.canary_retrains.update(p for _, p, a, status, _, _ in rows
+                                               if p in summary.canaries and a == "retrain" and status in ACTING_STATUSES)
             if keep != "all" and on_tick is None and len(recorded) == len(rows) and \
                     {(o.model, o.policy): o.status for o in recorded} == \
                     {(names[m], p): status for m, p, _, status, _, _ in rows}:

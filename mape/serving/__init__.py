@@ -6,7 +6,8 @@ Who calls it: the ``rescale`` effector plans a step with
 :class:`~mape.serving.local.LocalReplicaSet` is the target that runs
 :mod:`mape.serving.model_server` processes on this machine,
 :class:`~mape.serving.kubernetes.KubernetesDeployment` the one that scales a
-Deployment in a Kubernetes cluster; a canary's replicas run beside production's
+Deployment in a Kubernetes cluster (and points its pod template at a model
+version: :mod:`mape.serving.pod_template`); a canary's replicas run beside production's
 (:mod:`mape.serving.canary`, :func:`mape.serving.factory.canary_target_for`). The
 package imports only the interface eagerly, so that starting a model server
 (``python -m mape.serving.model_server``) loads nothing it does not use.

@@ -34,7 +34,10 @@ def target_for(cfg: ModelConfig, serving_dir: Path,
         Returns the version number and artifact URI new replicas serve (the
         production version). Without it a local target can be read but not
         scaled up. A Kubernetes Deployment's pods run what its pod template
-        names, so it ignores ``artifact``.
+        names: with ``serving.kubernetes.promote: patch``, its
+        :meth:`~mape.serving.kubernetes.KubernetesDeployment.roll` sets
+        ``artifact``'s version on the pod template; with ``pipeline`` it is
+        ignored.
     """
     if cfg.serving is None:
         return None
@@ -42,7 +45,7 @@ def target_for(cfg: ModelConfig, serving_dir: Path,
         assert cfg.serving.kubernetes is not None  # ServingConfig requires the section for this target
         from mape.serving.kubernetes import KubernetesDeployment  # the client itself is imported on first use
 
-        return KubernetesDeployment.from_config(cfg.name, cfg.serving.kubernetes)
+        return KubernetesDeployment.from_config(cfg.name, cfg.serving.kubernetes, artifact=artifact)
 
     def observe_only() -> tuple[int, str]:
         raise ServingError("is only observed here; scaling it needs the production version's artifact",
@@ -63,7 +66,7 @@ def canary_target_for(cfg: ModelConfig, serving_dir: Path, artifact: Callable[[]
     serve what ``artifact`` names (the candidate); for ``target:
     kubernetes``, the Deployment ``serving.kubernetes.canary_deployment``
     (default ``<deployment>-canary``), whose pods run what its pod template
-    names.
+    names (``artifact``'s version once it is rolled, with ``promote: patch``).
 
     Raises
     ------
@@ -78,7 +81,7 @@ def canary_target_for(cfg: ModelConfig, serving_dir: Path, artifact: Callable[[]
         assert cfg.serving.kubernetes is not None  # ServingConfig requires the section for this target
         from mape.serving.kubernetes import KubernetesDeployment
 
-        return KubernetesDeployment.from_config(cfg.name, cfg.serving.kubernetes, canary=True)
+        return KubernetesDeployment.from_config(cfg.name, cfg.serving.kubernetes, canary=True, artifact=artifact)
     from mape.serving.local import LocalReplicaSet
 
     local = cfg.serving.local

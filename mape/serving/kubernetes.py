@@ -17,12 +17,20 @@ Kubernetes never load it:
   ``application/strategic-merge-patch+json``) and does nothing when the count is
   already ``n``;
 * :meth:`KubernetesDeployment.health` reads the Deployment's status (ready,
-  available and up-to-date replicas, conditions) into one sentence.
+  available and up-to-date replicas, conditions) into one sentence;
+* :meth:`KubernetesDeployment.roll`, given the version its pods should serve
+  (``artifact``: only with ``serving.kubernetes.promote: patch``), sets that
+  model reference on the pod template (``PATCH .../deployments/{name}``, a
+  strategic merge patch of the model container's environment and two
+  annotations: :mod:`mape.serving.pod_template`), checks that the API server
+  kept it, and waits up to ``rollout_timeout`` for the Deployment controller
+  to replace the pods. The canary calls it on the canary Deployment before
+  scaling it up, and on production's Deployment when it promotes.
 
 The state lives in the cluster, so every controller tick (a fresh process)
-sees the same replicas. Which image the pods run is the Deployment's pod
-template's business: scaling never changes it. The stabilization window and
-step limits are applied before :meth:`scale` is called, by
+sees the same replicas. Scaling never changes the pod template; apart from
+:meth:`roll`'s model reference, the template is its owner's. The stabilization
+window and step limits are applied before :meth:`scale` is called, by
 :func:`mape.serving.target.plan_replicas`.
 
 Every failure becomes a :class:`mape.errors.ServingError` naming the namespace,
@@ -40,11 +48,14 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mape.errors import InvalidParameterError, ServingError
+from mape.serving import pod_template
+from mape.serving.pod_template import ModelReference
 from mape.serving.target import ServingHealth
 
 if TYPE_CHECKING:
@@ -91,6 +102,16 @@ class KubernetesDeployment:
     endpoint : str or None
         URL clients reach the model at (its Service or Ingress); reported by
         :meth:`health` while any replica is ready.
+    artifact : callable or None
+        Returns ``(version, artifact_uri)`` of the version the pods should
+        serve; :meth:`roll` sets it on the pod template. None: the pod
+        template is someone else's (a delivery pipeline's), and :meth:`roll`
+        changes nothing.
+    container : str or None
+        The pod template's container that serves the model (None: the first).
+    rollout_timeout : float
+        Seconds :meth:`roll` waits for the pods to run a changed pod template
+        (0: it does not wait).
 
     Examples
     --------
@@ -116,6 +137,9 @@ class KubernetesDeployment:
         verify_tls: bool = True,
         request_timeout: float = 10.0,
         endpoint: str | None = None,
+        artifact: Callable[[], tuple[int, str]] | None = None,
+        container: str | None = None,
+        rollout_timeout: float = 60.0,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(model, str) or not _MODEL_NAME.match(model):
@@ -128,6 +152,10 @@ class KubernetesDeployment:
         if not number or not request_timeout > 0:
             raise InvalidParameterError.for_parameter("request_timeout", owner, "a number of seconds > 0",
                                                       request_timeout)
+        number = isinstance(rollout_timeout, (int, float)) and not isinstance(rollout_timeout, bool)
+        if not number or not rollout_timeout >= 0:
+            raise InvalidParameterError.for_parameter("rollout_timeout", owner, "a number of seconds >= 0",
+                                                      rollout_timeout)
         self.model = model
         self.namespace = namespace
         self.deployment = deployment
@@ -140,16 +168,27 @@ class KubernetesDeployment:
         self.verify_tls = verify_tls
         self.request_timeout = float(request_timeout)
         self.endpoint = endpoint
+        self.artifact = artifact
+        self.container = container
+        self.rollout_timeout = float(rollout_timeout)
         self._apps: Any = None  # kubernetes.client.AppsV1Api, made on first use
         self._host: str | None = None
 
     @classmethod
-    def from_config(cls, model: str, cfg: KubernetesServingConfig, *, canary: bool = False) -> KubernetesDeployment:
-        """The Deployment a model's ``serving.kubernetes`` section names (``canary``: its canary Deployment)."""
+    def from_config(cls, model: str, cfg: KubernetesServingConfig, *, canary: bool = False,
+                    artifact: Callable[[], tuple[int, str]] | None = None) -> KubernetesDeployment:
+        """The Deployment a model's ``serving.kubernetes`` section names (``canary``: its canary Deployment).
+
+        ``artifact`` (the version its pods should serve) is kept only when
+        ``promote`` is ``patch``: with ``pipeline`` the pod templates are the
+        delivery pipeline's, and :meth:`roll` leaves them alone.
+        """
         return cls(model, cfg.namespace, cfg.canary if canary else cfg.deployment, kubeconfig=cfg.kubeconfig,
                    context=cfg.context, in_cluster=cfg.in_cluster, api_server=cfg.api_server,
                    token_env=cfg.token_env, ca_cert=cfg.ca_cert, verify_tls=cfg.verify_tls,
-                   request_timeout=cfg.request_timeout.total_seconds(), endpoint=cfg.endpoint)
+                   request_timeout=cfg.request_timeout.total_seconds(), endpoint=cfg.endpoint,
+                   artifact=artifact if cfg.promote == "patch" else None, container=cfg.container,
+                   rollout_timeout=cfg.rollout_timeout.total_seconds())
 
     def __str__(self) -> str:
         return f"Kubernetes deployment {self.namespace}/{self.deployment}"
@@ -207,6 +246,90 @@ class KubernetesDeployment:
         deployment = self._call("read the status of", lambda apps: apps.read_namespaced_deployment(
             self.deployment, self.namespace, _request_timeout=self.request_timeout))
         return _deployment_health(deployment, self.endpoint)
+
+    # ------------------------------------------------------------------ the model reference
+
+    def roll(self) -> int:
+        """Point the pod template at the version ``artifact`` names; return how many pods are replaced.
+
+        Nothing happens (0) without ``artifact``, or when the pod template
+        names that version already, so calling it again sends no patch. After
+        the patch, the API server's answer must hold the new reference; then
+        it waits up to ``rollout_timeout`` for the Deployment controller to
+        replace the pods (:meth:`health` tells how far a slower rollout got).
+
+        Raises
+        ------
+        ServingError
+            When ``artifact`` fails, the API server cannot be reached or
+            refuses the read or the patch, the pod template has no such
+            container, or the answer does not hold the new reference.
+        """
+        if self.artifact is None:
+            return 0
+        try:
+            version, uri = self.artifact()
+        except ServingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
+            raise ServingError(f"cannot tell which version {self} should serve: {type(exc).__name__}: {exc}",
+                               model=self.model) from None
+        wanted = ModelReference(int(version), uri)
+        container = self._container()
+        before = pod_template.reference_of(container)
+        if before == wanted:
+            return 0
+        body = pod_template.reference_patch(str(container["name"]), wanted)
+        answer = self._document(self._call("set the model version on the pod template of",
+                                           lambda apps: apps.patch_namespaced_deployment(
+                                               self.deployment, self.namespace, body,
+                                               _request_timeout=self.request_timeout)))
+        kept = pod_template.reference_of(pod_template.container_of(
+            (answer.get("spec") or {}).get("template") or {}, str(container["name"])))
+        if kept != wanted:
+            raise ServingError(f"{self}: the API server accepted the patch of the pod template, but its answer "
+                               f"names {kept or 'no model version'} instead of {wanted}; is an admission webhook "
+                               f"rewriting container {container['name']}'s environment?", model=self.model,
+                               transient=False)
+        replicas = int((answer.get("spec") or {}).get("replicas") or 0)
+        log.info("%s of model %s now serves %s (was %s); %d pod(s) are replaced", self, self.model, wanted,
+                 before or "unnamed", replicas)
+        self._await_rollout(int((answer.get("metadata") or {}).get("generation") or 0))
+        return replicas
+
+    def _container(self) -> dict[str, Any]:
+        """The pod template's model container, as the API's JSON."""
+        deployment = self._document(self._call("read the pod template of", lambda apps: apps.read_namespaced_deployment(
+            self.deployment, self.namespace, _request_timeout=self.request_timeout)))
+        template = (deployment.get("spec") or {}).get("template") or {}
+        container = pod_template.container_of(template, self.container)
+        if container is None or not container.get("name"):
+            names = [c.get("name") for c in (template.get("spec") or {}).get("containers") or []]
+            what = f"no container {self.container!r}" if self.container else "no container"
+            raise ServingError(f"{self}: its pod template has {what} (it has {names or 'none'}); check "
+                               f"serving.kubernetes.container", model=self.model, transient=False)
+        return container
+
+    def _await_rollout(self, generation: int) -> None:
+        """Wait up to ``rollout_timeout`` for the pods of pod template generation ``generation``; log if they lag."""
+        deadline = time.monotonic() + self.rollout_timeout
+        while True:
+            deployment = self._document(self._call("read the rollout of", lambda apps: apps.read_namespaced_deployment(
+                self.deployment, self.namespace, _request_timeout=self.request_timeout)))
+            waiting = pod_template.rollout_progress(deployment, generation)
+            if waiting is None:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("%s of model %s is still rolling out after %gs: %s; the Deployment controller goes on",
+                            self, self.model, self.rollout_timeout, waiting)
+                return
+            time.sleep(min(1.0, left))
+
+    def _document(self, obj: Any) -> dict[str, Any]:
+        """An object of the client as the API's JSON document (camelCase keys)."""
+        document = self._client().api_client.sanitize_for_serialization(obj)
+        return document if isinstance(document, dict) else {}
 
     # ------------------------------------------------------------------ the API
 
@@ -300,7 +423,9 @@ class KubernetesDeployment:
             return f"the API server at {self._host} does not accept {source} (wrong or expired?)"
         if status == 403:
             return (f"the credentials need RBAC permission to get and patch deployments/scale and to get "
-                    f"deployments in namespace {self.namespace}")
+                    f"deployments in namespace {self.namespace}" + (
+                        " (and to patch deployments: serving.kubernetes.promote is patch)"
+                        if self.artifact is not None else ""))
         if status == 404:
             return "check serving.kubernetes.namespace and serving.kubernetes.deployment"
         if status == 429:

@@ -3,7 +3,11 @@
 Who calls it: :class:`mape.serving.local.LocalReplicaSet` starts one
 process per replica as
 ``python -m mape.serving.model_server --artifact URI --port N --model NAME --version V``;
-people may run it by hand the same way. It needs nothing beyond the standard
+people may run it by hand the same way, and a Kubernetes pod template may
+leave ``--artifact`` and ``--version`` out: they default to
+``$MAPE_ARTIFACT_URI`` and ``$MAPE_MODEL_VERSION``, which mape sets on the pod
+template when it points a Deployment at a version
+(:mod:`mape.serving.pod_template`). It needs nothing beyond the standard
 library's :class:`http.server.ThreadingHTTPServer`, the artifact loader of
 :mod:`mape.execute.training` and, for ``/metrics``, ``prometheus_client``
 (the exposition text is written by hand when it is missing).
@@ -315,12 +319,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    from mape.serving.pod_template import ARTIFACT_ENV, VERSION_ENV
+
     parser = argparse.ArgumentParser(prog="python -m mape.serving.model_server",
                                      description="Serve one stored model version over HTTP.")
-    parser.add_argument("--artifact", required=True, help="Artifact URI (file:// directory or path).")
+    artifact, version = os.environ.get(ARTIFACT_ENV) or None, os.environ.get(VERSION_ENV) or None
+    parser.add_argument("--artifact", required=artifact is None, default=artifact,
+                        help=f"Artifact URI (file:// directory or path); default: ${ARTIFACT_ENV}, as a pod template "
+                             f"that mape points at a version sets it.")
     parser.add_argument("--port", type=int, required=True, help="TCP port to listen on.")
     parser.add_argument("--model", required=True, help="The managed model's name.")
-    parser.add_argument("--version", type=int, required=True, help="The model version the artifact holds.")
+    parser.add_argument("--version", type=int, required=version is None, default=version,
+                        help=f"The model version the artifact holds; default: ${VERSION_ENV}.")
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     return parser.parse_args(argv)
 

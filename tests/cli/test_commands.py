@@ -65,7 +65,19 @@ def test_tick_runs_one_flow_run_and_prints_its_report(tmp_path: Path, prefect_se
     assert again["repeated"] is True
 
 
-def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_an_approved_decision(tmp_path: Path):
+def _admins(config: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """alice and bob as admins of the demo configuration's users file; commands sign in as alice unless told."""
+    from mape.access import Role, UsersFile
+
+    users = UsersFile(config.parent / "users.yaml")
+    for name in ("alice", "bob"):
+        users.add(name, Role.admin, "a password for tests")
+    monkeypatch.setenv("MAPE_USER", "alice")
+    monkeypatch.setenv("MAPE_PASSWORD", "a password for tests")
+
+
+def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_an_approved_decision(tmp_path: Path,
+                                                                                                   monkeypatch):
     from sqlmodel import select
 
     from examples.credit.demo import write_config
@@ -75,6 +87,7 @@ def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_a
     from knowledge.tables import AuditEvent, Decision
 
     config = write_config(tmp_path, REPO / "policies")
+    _admins(config, monkeypatch)
     url = f"sqlite:///{tmp_path / 'mape.db'}"
     upgrade(url)
     engine = create_engine_for(url)
@@ -95,7 +108,7 @@ def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_a
     unknown = runner.invoke(app, ["actions", "request", "nope", "retrain", "--reason", "x", "--config", str(config)])
     assert unknown.exit_code == 2 and "no managed model named 'nope'" in unknown.output
     asked = runner.invoke(app, ["actions", "request", "credit-risk", "retrain", "--reason", "fresh data",
-                                "--actor", "alice", "--param", "window=6h", "--config", str(config)])
+                                "--user", "alice", "--param", "window=6h", "--config", str(config)])
     assert asked.exit_code == 0, asked.output
     with session_scope(engine) as session:
         decision = session.exec(select(Decision)).one()
@@ -138,7 +151,7 @@ def test_models_references_lists_each_stored_reference_newest_first(tmp_path: Pa
     assert unknown.exit_code == 2 and "no managed model named 'nope'" in unknown.output
 
 
-def test_models_show_promote_and_rollback_for_people(tmp_path: Path):
+def test_models_show_promote_and_rollback_for_people(tmp_path: Path, monkeypatch):
     from datetime import datetime, timezone
 
     from sqlmodel import select
@@ -150,6 +163,7 @@ def test_models_show_promote_and_rollback_for_people(tmp_path: Path):
     from knowledge.tables import ActionRun, AuditEvent, Decision
 
     config = write_config(tmp_path, REPO / "policies")
+    _admins(config, monkeypatch)
     url = f"sqlite:///{tmp_path / 'mape.db'}"
     upgrade(url)
     engine = create_engine_for(url)
@@ -184,7 +198,7 @@ def test_models_show_promote_and_rollback_for_people(tmp_path: Path):
     assert "v2 production: file:///v2" in text and f"made by action run {run_id} (retrain" in text
 
     # v3 by hand: v2 (whose verification failed) is archived, so it is not a rollback target; v1 is
-    promoted = runner.invoke(app, ["models", "promote", "credit-risk", "3", "--reason", "hotfix", "--actor", "alice",
+    promoted = runner.invoke(app, ["models", "promote", "credit-risk", "3", "--reason", "hotfix", "--user", "alice",
                                    "--config", str(config)])
     assert promoted.exit_code == 0, promoted.output
     with session_scope(engine) as session:
@@ -196,7 +210,7 @@ def test_models_show_promote_and_rollback_for_people(tmp_path: Path):
     missing = runner.invoke(app, ["models", "promote", "credit-risk", "9", "--reason", "x", "--config", str(config)])
     assert missing.exit_code == 2 and "has no version 9" in missing.output
 
-    rolled = runner.invoke(app, ["models", "rollback", "credit-risk", "--reason", "bad canary", "--actor", "bob",
+    rolled = runner.invoke(app, ["models", "rollback", "credit-risk", "--reason", "bad canary", "--user", "bob",
                                  "--config", str(config)])
     assert rolled.exit_code == 0, rolled.output
     assert "rollback of credit-risk to version 1 approved by bob" in rolled.output

@@ -47,7 +47,9 @@ def cluster(sqlite_engine, tmp_path: Path, clock, monkeypatch) -> Iterator[tuple
 
 
 def _patches(server: RecordedApiServer) -> list[tuple[str, int]]:
-    return [(r.path.split("/")[-2], r.body["spec"]["replicas"]) for r in server.requests if r.method == "PATCH"]
+    """The scale patches sent (pod template patches: ``tests/execute/test_canary_kubernetes_promotion.py``)."""
+    return [(r.path.split("/")[-2], r.body["spec"]["replicas"]) for r in server.requests
+            if r.method == "PATCH" and r.path.endswith("/scale")]
 
 
 def _canary_scores(world: CanaryWorld, at: datetime, accuracy: float) -> None:
@@ -62,7 +64,7 @@ def _advance(world: CanaryWorld, at: datetime):
     return rollout.advance(at)
 
 
-def test_the_canary_deployment_follows_the_steps_and_production_is_never_patched(cluster, clock):
+def test_the_canary_deployment_follows_the_steps_and_production_is_never_scaled(cluster, clock):
     server, world = cluster
     t0 = clock()
     run = world.retrain(t0, canary={"steps": [0.25, 0.5], "bake": "1h"})
@@ -81,7 +83,7 @@ def test_the_canary_deployment_follows_the_steps_and_production_is_never_patched
     world.verify(t0 + 2 * HOUR)
     (move,) = _advance(world, t0 + 2 * HOUR).moves
     assert move.move == "promoted"
-    # the canary Deployment goes back to 0; production's Deployment was only ever read
+    # the canary Deployment goes back to 0; production's replica count was only ever read
     assert _patches(server) == [("ranker-canary", 1), ("ranker-canary", 3), ("ranker-canary", 0)]
     assert server.deployments[("ml", "ranker")].replicas == 3
     with session_scope(world.engine) as session:

@@ -12,6 +12,10 @@ It answers, for each Deployment it holds:
 
 * ``GET`` and ``PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale``
 * ``GET /apis/apps/v1/namespaces/{ns}/deployments/{name}``
+* ``PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}`` with a strategic
+  merge patch of ``spec.template`` (containers and their ``env`` merged by
+  name, maps merged, other lists replaced, as kube-apiserver merges them): a
+  changed pod template is a new generation
 
 and, like kube-apiserver: 401 without the right bearer token, 404 for another
 Deployment or path, 405 for another method, 415 for a PATCH whose
@@ -63,6 +67,7 @@ class DeploymentState:
     observed_generation: int | None = None  # None: the controller has seen every generation
     resource_version: int = 482193
     conditions: list[dict[str, Any]] | None = None
+    template: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(recorded("deployment")["spec"]["template"]))
 
 
 @dataclass
@@ -167,11 +172,13 @@ class RecordedApiServer:
                 return self._status(404, ns, name)
             if method == "GET":
                 return 200, (_scale(deployment) if is_scale else _deployment(deployment)), {}
-            if method != "PATCH" or not is_scale:
+            if method != "PATCH":
                 return 405, _method_not_allowed(), {}
             content_type = headers.get("content-type", "").split(";")[0].strip()
             if content_type not in PATCH_TYPES:
                 return self._status(415, ns, name)
+            if not is_scale:
+                return self._patch_template(deployment, content_type, parsed)
             replicas = _patched_replicas(content_type, parsed)
             if replicas is None or replicas < 0:
                 return self._status(422, ns, name, value=replicas)
@@ -183,6 +190,19 @@ class RecordedApiServer:
             answer = _scale(deployment)
             answer["status"] = before["status"]  # the pods change after the answer, as the controller acts
             return 200, answer, {}
+
+    def _patch_template(self, d: DeploymentState, content_type: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        """Merge a strategic merge patch of ``spec.template`` (the only part of a Deployment this server changes)."""
+        spec = body.get("spec") if isinstance(body, dict) else None
+        if content_type != "application/strategic-merge-patch+json" or not isinstance(spec, dict) \
+                or set(spec) - {"template"} or not isinstance(spec.get("template"), dict):
+            return self._status(422, d.namespace, d.name)
+        merged = _strategic_merge(d.template, spec["template"])
+        if merged != d.template:
+            d.template = merged
+            d.generation += 1
+            d.resource_version += 1
+        return 200, _deployment(d), {}
 
     def _status(self, code: int, ns: str = "ml", name: str = "ranker", *,
                 value: Any = -1) -> tuple[int, Any, dict[str, str]]:
@@ -213,6 +233,7 @@ def _deployment(d: DeploymentState) -> dict[str, Any]:
     doc["metadata"].update(name=d.name, namespace=d.namespace, resourceVersion=str(d.resource_version),
                            generation=d.generation)
     doc["spec"]["replicas"] = d.replicas
+    doc["spec"]["template"] = copy.deepcopy(d.template)
     ready = _pods(d)
     status: dict[str, Any] = {"observedGeneration": d.observed_generation or d.generation}
     for key, value in (("replicas", max(ready, d.replicas) if d.ready is not None else d.replicas),
@@ -224,6 +245,35 @@ def _deployment(d: DeploymentState) -> dict[str, Any]:
     status["conditions"] = copy.deepcopy(d.conditions) if d.conditions is not None else doc["status"]["conditions"]
     doc["status"] = status
     return doc
+
+
+#: The merge keys of the lists a strategic merge patch of a pod template merges item by item.
+_MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name", "ports":
+               "containerPort", "volumeMounts": "mountPath"}
+
+
+def _strategic_merge(current: Any, patch: Any, key: str | None = None) -> Any:
+    """``patch`` merged into ``current`` as kube-apiserver merges a strategic merge patch (``null`` deletes)."""
+    if isinstance(current, dict) and isinstance(patch, dict):
+        merged = copy.deepcopy(current)
+        for name, value in patch.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = _strategic_merge(merged.get(name), value, name)
+        return merged
+    merge_key = _MERGE_KEYS.get(key or "")
+    if isinstance(current, list) and isinstance(patch, list) and merge_key is not None:
+        merged_list = copy.deepcopy(current)
+        for item in patch:
+            index = next((i for i, old in enumerate(merged_list) if isinstance(old, dict) and isinstance(item, dict)
+                          and old.get(merge_key) == item.get(merge_key)), None)
+            if index is None:
+                merged_list.append(copy.deepcopy(item))
+            else:
+                merged_list[index] = _strategic_merge(merged_list[index], item)
+        return merged_list
+    return copy.deepcopy(patch)
 
 
 def _patched_replicas(content_type: str, body: Any) -> int | None:

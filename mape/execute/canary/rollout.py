@@ -11,19 +11,26 @@ For each running canary (:class:`~knowledge.tables.Canary`):
 * ``pass`` and a next step: **widen**: the canary's replicas go to the next
   share of production's replicas (counted again now), and the next step bakes
   from this tick (``canary.widened``);
-* ``pass`` at the last step: **promote**: the candidate becomes production
-  (:func:`knowledge.registry.promote`, the previous production archived), the
-  local target's production replicas are replaced by replicas of it (new ones
-  answer before old ones stop), and the canary's replicas are removed
-  (``canary.promoted``); the run's own ``verify`` then starts, as after any
-  promotion;
+* ``pass`` at the last step: **promote**: production's replicas are moved to
+  the candidate first (the local target's are replaced by replicas of it, new
+  ones answering before old ones stop; a Kubernetes Deployment's pod template
+  gets the candidate's model reference and its pods roll, with
+  ``serving.kubernetes.promote: patch``, waited for up to
+  ``rollout_timeout``), then the candidate becomes production
+  (:func:`knowledge.registry.promote`, the previous production archived) and
+  the canary's replicas are removed (``canary.promoted``, with how
+  production's replicas stand: ``production_serving``); the run's own
+  ``verify`` then starts, as after any promotion. With ``promote: pipeline``
+  the event says that production's pod template waits for the delivery
+  pipeline;
 * ``fail`` or ``inconclusive``: **abort**: the canary's replicas are removed
   and the candidate is recorded as rejected with the steps' numbers
   (``canary.aborted``); production is untouched.
 
 A canary also ends when the registry changed under it: a person promoted or
 rejected its candidate (``canary.superseded``), or production is no longer
-the version it started beside (aborted). A serving failure while widening or
+the version it started beside (aborted); and when the run that started it is
+no longer ``succeeded`` (aborted: nothing owns the canary then). A serving failure while widening or
 promoting leaves the step as it is, to be tried again at the next tick
 (``canary.retrying``); after :data:`MAX_ATTEMPTS` failures, or at once for a
 failure that only a person can mend (an unknown Deployment, a refused token),
@@ -50,18 +57,19 @@ from sqlmodel import Session
 from knowledge import audit, registry
 from knowledge.canaries import running_canaries
 from knowledge.database import session_scope
-from knowledge.tables import Canary, CanaryState, ManagedModel, ModelVersion, Stage
+from knowledge.tables import ActionRun, ActionState, Canary, CanaryState, ManagedModel, ModelVersion, Stage
 from mape._util.timeutil import ensure_utc, parse_duration
 from mape.config import ModelConfig
 from mape.errors import CanaryNotSupportedError, ServingError
 from mape.execute.canary.begin import summary
+from mape.execute.canary.orphans import WITHDRAW_FAILED
 from mape.execute.canary.placement import place, roll, withdraw
 from mape.execute.serving import version_artifact
 from mape.serving.canary import canary_replicas
 from mape.serving.factory import canary_target_for, target_for
 from mape.serving.target import ServingTarget
 
-__all__ = ["MAX_ATTEMPTS", "CanaryMove", "CanaryRollout", "RolloutReport"]
+__all__ = ["MAX_ATTEMPTS", "CanaryMove", "CanaryRollout", "RolloutReport", "production_serving"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,11 @@ class CanaryRollout:
             now = f"version {production.version}" if production is not None else "no version"
             return self._abort(session, canary, model, candidate, cfg, at,
                                reason=f"production changed under the canary (it is {now} now)")
+        run = session.get(ActionRun, canary.action_run_id)
+        if run is None or run.state != ActionState.succeeded.value:
+            state = run.state if run is not None else "gone"
+            return self._abort(session, canary, model, candidate, cfg, at,
+                               reason=f"its retrain run {canary.action_run_id} is {state}, not succeeded")
         if canary.step_verdict is None:
             return None
         if cfg is None:
@@ -230,16 +243,17 @@ class CanaryRollout:
     def _promote(self, session: Session, canary: Canary, model: ManagedModel, candidate: ModelVersion,
                  cfg: ModelConfig, at: datetime) -> CanaryMove:
         stable_target, _ = self._targets(cfg, candidate)
-        rolled = roll(stable_target)  # new production replicas answer before the old ones stop; may raise: retried
+        # production's replicas move to the candidate before the canary's go away; may raise: retried
+        rolled = roll(stable_target)
         reason = (f"canary {canary.id}: all {len(canary.steps)} steps held, the last at {canary.share:.0%} of the "
                   f"replicas")
         registry.promote(session, candidate, actor=self.actor, reason=reason, at=at,
                          evaluation=self._evaluation(canary, candidate, "promoted", reason))
-        detail = f"{reason}; version {candidate.version} is production" + (
-            f" ({rolled} production replica(s) replaced)" if rolled else "")
+        serving = production_serving(cfg, stable_target, candidate, rolled)
+        detail = f"{reason}; version {candidate.version} is production; {serving['detail']}"
         # from here the promotion stands: a canary replica that cannot be removed is recorded, not retried
         return self._end(session, canary, model, candidate, cfg, at, state=CanaryState.promoted, move="promoted",
-                         reason=detail)
+                         reason=detail, payload={"production_serving": serving})
 
     def _abort(self, session: Session, canary: Canary, model: ManagedModel, candidate: ModelVersion,
                cfg: ModelConfig | None, at: datetime, *, reason: str) -> CanaryMove:
@@ -250,15 +264,16 @@ class CanaryRollout:
                          reason=f"{reason}; production untouched")
 
     def _end(self, session: Session, canary: Canary, model: ManagedModel, candidate: ModelVersion,
-             cfg: ModelConfig | None, at: datetime, *, state: CanaryState, move: str, reason: str) -> CanaryMove:
+             cfg: ModelConfig | None, at: datetime, *, state: CanaryState, move: str, reason: str,
+             payload: dict[str, Any] | None = None) -> CanaryMove:
         problem = self._withdraw(cfg, candidate)
         canary.state = state.value
         canary.finished_at = canary.updated_at = at
-        canary.message = reason + (f"; its replicas could not be removed: {problem}" if problem else "")
+        canary.message = reason + (f"; {WITHDRAW_FAILED}: {problem}" if problem else "")
         session.add(canary)
         audit.record(session, actor=self.actor, kind=f"canary.{move}", subject=f"{canary} of {model}", time=at,
                      payload={**summary(canary), "version": candidate.version, "reason": reason,
-                              "withdraw_error": problem, "history": canary.history})
+                              "withdraw_error": problem, "history": canary.history, **(payload or {})})
         if problem:
             log.error("%s of %s ended, but its replicas could not be removed: %s", canary, model, problem)
         return self._move(canary, model, candidate, move, canary.message)
@@ -303,3 +318,35 @@ class CanaryRollout:
                           step=canary.step + 1, steps=len(canary.steps), share=canary.share,
                           replicas=0 if canary.state != CanaryState.running.value else canary.replicas,
                           detail=detail)
+
+
+def production_serving(cfg: ModelConfig, target: ServingTarget, candidate: ModelVersion, rolled: int) -> dict[str, Any]:
+    """How production's replicas stand after a promotion moved them to ``candidate``: recorded in ``canary.promoted``.
+
+    ``detail`` is one clause for people; ``pod_template`` says who points a
+    Kubernetes Deployment at the version (``patch``: mape did; ``pipeline``:
+    the delivery pipeline will); ``health`` is the target's reading after the
+    roll (None when it cannot be read, ``health_error`` then says why).
+    """
+    k8s = cfg.serving.kubernetes if cfg.serving is not None else None
+    found: dict[str, Any] = {"target": str(target), "replaced": rolled,
+                             "pod_template": k8s.promote if k8s is not None else None}
+    try:
+        health = target.health()
+    except (ServingError, CanaryNotSupportedError) as exc:
+        found.update(health=None, health_error=str(exc))
+        reading = f"its health could not be read: {exc}"
+    else:
+        found.update(health=str(health), health_error=None)
+        reading = str(health)
+    if k8s is not None and k8s.promote == "pipeline":
+        found["detail"] = (f"the pod template of {target} is the delivery pipeline's (serving.kubernetes.promote: "
+                           f"pipeline): its pods serve version {candidate.version} once the pipeline rolls it "
+                           f"out ({reading})")
+    elif k8s is not None:
+        how = f"{rolled} pod(s) replaced" if rolled else "its pod template named it already"
+        found["detail"] = f"{target} serves version {candidate.version} ({how}; {reading})"
+    else:
+        how = f"{rolled} replica(s) replaced" if rolled else "no replica to replace"
+        found["detail"] = f"production's replicas serve version {candidate.version} ({how}; {reading})"
+    return found
