@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -42,6 +43,13 @@ DEFAULT_CONFIG_FILE = "mape.yaml"
 
 def _duration(value: Any) -> timedelta:
     return parse_duration(value)
+
+
+def _not_negative(value: timedelta, info: ValidationInfo) -> timedelta:
+    """A duration field that may be 0 but not less (used as ``field_validator(name)(_not_negative)``)."""
+    if value < timedelta(0):
+        raise ValueError(f"{info.field_name} must not be negative, got {value}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -287,12 +295,7 @@ class ScaleBounds(_Strict):
 
     _d = field_validator("scale_down_stabilization", mode="before")(_duration)
 
-    @field_validator("scale_down_stabilization")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError(f"scale_down_stabilization must not be negative, got {value}")
-        return value
+    _n = field_validator("scale_down_stabilization")(_not_negative)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> "ScaleBounds":
@@ -375,12 +378,7 @@ class KubernetesServingConfig(_Strict):
             raise ValueError(f"request_timeout must be positive, got {value}")
         return value
 
-    @field_validator("rollout_timeout")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError(f"rollout_timeout must be 0 or more, got {value}")
-        return value
+    _n = field_validator("rollout_timeout")(_not_negative)
 
     @model_validator(mode="after")
     def _one_way_in(self) -> "KubernetesServingConfig":
@@ -659,12 +657,7 @@ class ModelConfig(_Strict):
 
     _d = field_validator("fallback_for", mode="before")(_duration)
 
-    @field_validator("fallback_for")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError(f"fallback_for must not be negative, got {value}")
-        return value
+    _n = field_validator("fallback_for")(_not_negative)
 
 
 # --------------------------------------------------------------------------- analyze rules

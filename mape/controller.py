@@ -42,6 +42,7 @@ from mape.notify import deliver, enqueue_tick
 from mape.plan.channels import check_channels
 from mape.plan.loader import LoadedPolicy, load_policies
 from mape.plan.planner import Planner
+from mape.plan.verdicts import VerdictRecord
 from mape.plan.verification import Verifier
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,6 @@ class ActionSummary(BaseModel):
     message: str = ""
 
 
-class VerdictSummary(BaseModel):
-    run_id: int
-    model: str
-    policy: str
-    action: str
-    verdict: str
-    true: int
-    false: int
-    errors: int
-    outcome: str
-    decision_id: int | None = None
-
-
 class TickReport(BaseModel):
     """What one tick saw and did; printed by ``mape tick`` and the demo's timeline."""
 
@@ -92,7 +80,7 @@ class TickReport(BaseModel):
     actions: list[ActionSummary] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list, description="Stage failures: a sensor, a stage or a dispatch broke.")
     warnings: list[str] = Field(default_factory=list, description="Policy conditions that could not be evaluated.")
-    verdicts: list[VerdictSummary] = Field(default_factory=list, description="Verifications that ended in this tick.")
+    verdicts: list[VerdictRecord] = Field(default_factory=list, description="Verifications that ended in this tick.")
     pending: dict[str, list[str]] = Field(
         default_factory=dict, description="By model, policies whose condition holds but whose `for` has not passed.")
     expired: list[int] = Field(default_factory=list, description="Decisions that expired awaiting approval.")
@@ -458,7 +446,7 @@ def _merge(report: TickReport, stage: str, result: dict[str, Any]) -> None:
         report.closed = [str(s) for s in result.get("closed") or []]
         report.errors.extend(f"analyze: {e}" for e in result.get("errors") or [])
     elif stage == "verify":
-        report.verdicts = [VerdictSummary(**v) for v in result.get("verdicts") or []]
+        report.verdicts = [VerdictRecord(**v) for v in result.get("verdicts") or []]
         report.warnings.extend(f"verify: {e}" for e in result.get("errors") or [])
         report.canaries.extend(result.get("canary_steps") or [])
     elif stage == "canary":
