@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mape.errors import InvalidParameterError, ServingError
 from mape.serving import pod_template
 from mape.serving.pod_template import ModelReference
-from mape.serving.target import ServingHealth
+from mape.serving.target import ServingHealth, served_artifact
 
 if TYPE_CHECKING:
     from mape.config import KubernetesServingConfig
@@ -267,14 +267,7 @@ class KubernetesDeployment:
         """
         if self.artifact is None:
             return 0
-        try:
-            version, uri = self.artifact()
-        except ServingError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
-            raise ServingError(f"cannot tell which version {self} should serve: {type(exc).__name__}: {exc}",
-                               model=self.model) from None
-        wanted = ModelReference(int(version), uri)
+        wanted = ModelReference(*served_artifact(self.artifact, model=self.model, target=str(self)))
         container = self._container()
         before = pod_template.reference_of(container)
         if before == wanted:

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mape._util.timeutil import Clock, utcnow
 from mape.errors import InvalidParameterError, ServingError
 from mape.serving.model_server import EXIT_PORT_IN_USE
-from mape.serving.target import ServingHealth
+from mape.serving.target import ServingHealth, served_artifact
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +288,8 @@ class LocalReplicaSet:
         """
         with self._locked():
             state = self._live_state()
-            try:
-                version, _ = self.artifact()
-            except ServingError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
-                raise ServingError(f"cannot tell which version to serve: {type(exc).__name__}: {exc}",
-                                   model=self.model) from None
-            stale = [r for r in state.replicas if r.version != int(version)]
+            version, _ = served_artifact(self.artifact, model=self.model)
+            stale = [r for r in state.replicas if r.version != version]
             if not stale:
                 return 0
             started, failure = self._start(len(stale), taken={r.port for r in state.replicas})
@@ -398,12 +392,9 @@ class LocalReplicaSet:
     def _start(self, k: int, *, taken: set[int]) -> tuple[list[ReplicaRecord], ServingError | None]:
         """Start ``k`` replicas together; return those that answered ``/health`` and the first failure."""
         try:
-            version, uri = self.artifact()
-        except ServingError as exc:  # the lookup said itself what is wrong
+            version, uri = served_artifact(self.artifact, model=self.model)
+        except ServingError as exc:
             return [], exc
-        except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
-            return [], ServingError(f"cannot tell which version to serve: {type(exc).__name__}: {exc}",
-                                    model=self.model)
         tried = set(taken)
         pending: list[_Starting] = []
         failures: list[ServingError] = []

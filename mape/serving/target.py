@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mape._util.timeutil import ensure_utc, format_duration
 from mape.config import ScaleBounds
-from mape.errors import InvalidParameterError
+from mape.errors import InvalidParameterError, ServingError
 
 __all__ = ["LimitedBy", "ScaleBounds", "ScaleStep", "ServingHealth", "ServingTarget", "plan_replicas"]
 
@@ -204,6 +205,22 @@ def plan_replicas(
     else:
         head = f"scale {'up' if target > current else 'down'} from {current} to {target} replicas"
     return ScaleStep(current, requested, target, "; ".join([head, *notes]), limited_by)
+
+
+def served_artifact(artifact: Callable[[], tuple[int, str]], *, model: str, target: str = "") -> tuple[int, str]:
+    """The version and artifact URI a target should serve, from its ``artifact`` lookup.
+
+    A lookup that fails with a :class:`ServingError` says itself what is
+    wrong; any other failure of it is this target failing, said so.
+    """
+    try:
+        version, uri = artifact()
+    except ServingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the caller's lookup failing is this target failing
+        which = f"which version {target} should serve" if target else "which version to serve"
+        raise ServingError(f"cannot tell {which}: {type(exc).__name__}: {exc}", model=model) from None
+    return int(version), uri
 
 
 def _iso(value: datetime) -> str:
