@@ -29,11 +29,12 @@ from knowledge.tables import ActionRun, Decision
 from mape.config import ModelConfig
 from mape.data.artifacts import save_artifact
 import mape.execute.actions  # noqa: F401 - registers the built-in actions on the default registry
+from mape.execute.canary import CanaryRollout
 from mape.execute.executor import Executor
 from mape.execute.registry import default_registry
 from mape.execute.training import TrainingRequest
 from mape.plan.verification import Verifier
-from tests.plan.helpers import make_policy
+from tests.plan.helpers import make_policy, observe
 
 FEATURES = ["income", "debt"]
 HOUR = timedelta(hours=1)
@@ -150,6 +151,20 @@ def make_world(engine: Engine, directory: Path, start: datetime, *, serving: dic
         world.model_id = model.id
     world.log(history, poor.predict(history[FEATURES]), 1)
     return world
+
+
+def canary_scores(world: CanaryWorld, at: datetime, accuracy: float, *, model: str = "ranker",
+                  version: int = 2) -> None:
+    """The Monitor's scores of the canary's candidate at ``at``, written as it would (for targets with no real pods)."""
+    with session_scope(world.engine) as session:
+        row = registry.get_model(session, model)
+        observe(session, row, at, canary__accuracy=accuracy, canary__n_labelled=200.0, canary__version=float(version))
+
+
+def advance(world: CanaryWorld, at: datetime, *, model: str = "ranker") -> Any:
+    """One pass of the controller's canary stage over ``world``'s model at ``at``."""
+    rollout = CanaryRollout(world.engine, models={model: world.config}, serving_dir=world.directory / "serving")
+    return rollout.advance(at)
 
 
 def predict(endpoint: str, frame: pd.DataFrame) -> list[int]:

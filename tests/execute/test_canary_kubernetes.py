@@ -20,9 +20,7 @@ from knowledge import registry
 from knowledge.canaries import canary_of_run
 from knowledge.database import session_scope
 from knowledge.tables import AuditEvent, ModelVersion
-from mape.execute.canary import CanaryRollout
-from tests.execute.canary_world import HOUR, CanaryWorld, make_world
-from tests.plan.helpers import observe
+from tests.execute.canary_world import HOUR, CanaryWorld, advance, canary_scores, make_world
 from tests.serving.fake_apiserver import RecordedApiServer
 
 pytest.importorskip("kubernetes")
@@ -52,16 +50,6 @@ def _patches(server: RecordedApiServer) -> list[tuple[str, int]]:
             if r.method == "PATCH" and r.path.endswith("/scale")]
 
 
-def _canary_scores(world: CanaryWorld, at: datetime, accuracy: float) -> None:
-    """The Monitor's scores of the canary's version 2 at ``at`` (the pods that served them are not real here)."""
-    with session_scope(world.engine) as session:
-        model = registry.get_model(session, "ranker")
-        observe(session, model, at, canary__accuracy=accuracy, canary__n_labelled=200.0, canary__version=2.0)
-
-
-def _advance(world: CanaryWorld, at: datetime):
-    rollout = CanaryRollout(world.engine, models={"ranker": world.config}, serving_dir=world.directory / "serving")
-    return rollout.advance(at)
 
 
 def test_the_canary_deployment_follows_the_steps_and_production_is_never_scaled(cluster, clock):
@@ -73,15 +61,15 @@ def test_the_canary_deployment_follows_the_steps_and_production_is_never_scaled(
     assert (run.result["canary"]["replicas"], run.result["canary"]["stable_replicas"]) == (1, 3)
     assert _patches(server) == [("ranker-canary", 1)]
 
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert (move.move, move.share, move.replicas) == ("widened", 0.5, 3)
     assert _patches(server) == [("ranker-canary", 1), ("ranker-canary", 3)]
 
-    _canary_scores(world, t0 + 2 * HOUR, 0.94)
+    canary_scores(world, t0 + 2 * HOUR, 0.94)
     world.verify(t0 + 2 * HOUR)
-    (move,) = _advance(world, t0 + 2 * HOUR).moves
+    (move,) = advance(world, t0 + 2 * HOUR).moves
     assert move.move == "promoted"
     # the canary Deployment goes back to 0; production's replica count was only ever read
     assert _patches(server) == [("ranker-canary", 1), ("ranker-canary", 3), ("ranker-canary", 0)]
@@ -94,10 +82,10 @@ def test_a_failed_step_scales_the_canary_deployment_to_zero(cluster, clock):
     server, world = cluster
     t0 = clock()
     run = world.retrain(t0, canary={"steps": [0.25, 0.5], "bake": "1h"})
-    _canary_scores(world, t0 + HOUR, 0.40)  # far below its accuracy at the gate
+    canary_scores(world, t0 + HOUR, 0.40)  # far below its accuracy at the gate
     report = world.verify(t0 + HOUR)
     assert [v.outcome for v in report.verdicts] == ["canary_aborted"]
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "aborted"
     assert _patches(server) == [("ranker-canary", 1), ("ranker-canary", 0)]
     with session_scope(world.engine) as session:
@@ -109,16 +97,16 @@ def test_a_transient_api_failure_while_widening_is_tried_again_at_the_next_tick(
     server, world = cluster
     t0 = clock()
     run = world.retrain(t0, canary={"steps": [0.25, 0.5], "bake": "1h"})
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
     server.fail(503, method="PATCH", resource="scale")
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "retrying" and "503" in move.detail
     with session_scope(world.engine) as session:
         row = canary_of_run(session, run.id)
         assert (row.step, row.step_verdict, row.attempts) == (0, "pass", 1)
 
-    (move,) = _advance(world, t0 + HOUR + HOUR / 4).moves
+    (move,) = advance(world, t0 + HOUR + HOUR / 4).moves
     assert (move.move, move.replicas) == ("widened", 3)
     with session_scope(world.engine) as session:
         events = session.exec(select(AuditEvent).order_by(AuditEvent.id))

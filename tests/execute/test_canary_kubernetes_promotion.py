@@ -27,10 +27,8 @@ from knowledge import registry
 from knowledge.canaries import canary_of_run
 from knowledge.database import session_scope
 from knowledge.tables import AuditEvent, ModelVersion
-from mape.execute.canary import CanaryRollout
 from mape.serving.pod_template import ARTIFACT_ENV, VERSION_ANNOTATION, VERSION_ENV
-from tests.execute.canary_world import HOUR, CanaryWorld, make_world
-from tests.plan.helpers import observe
+from tests.execute.canary_world import HOUR, CanaryWorld, advance, canary_scores, make_world
 from tests.serving.fake_apiserver import RecordedApiServer
 
 pytest.importorskip("kubernetes")
@@ -68,16 +66,6 @@ def _requests(server: RecordedApiServer) -> list[tuple[str, str]]:
             for r in server.requests if r.method == "PATCH"]
 
 
-def _canary_scores(world: CanaryWorld, at: datetime, accuracy: float) -> None:
-    """The Monitor's scores of the canary's version 2 at ``at`` (the pods that served them are not real here)."""
-    with session_scope(world.engine) as session:
-        model = registry.get_model(session, "ranker")
-        observe(session, model, at, canary__accuracy=accuracy, canary__n_labelled=200.0, canary__version=2.0)
-
-
-def _advance(world: CanaryWorld, at: datetime):
-    rollout = CanaryRollout(world.engine, models={"ranker": world.config}, serving_dir=world.directory / "serving")
-    return rollout.advance(at)
 
 
 def _candidate_uri(world: CanaryWorld) -> str:
@@ -108,9 +96,9 @@ def test_the_promotion_points_production_at_the_candidate_before_the_canary_is_w
     patch = next(r for r in server.requests if r.method == "PATCH")
     assert patch.headers["content-type"].startswith("application/strategic-merge-patch+json")
 
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "promoted", move.detail
     # production's pod template names the candidate, and was changed before the canary went back to 0
     assert _env(server, "ranker") == {VERSION_ENV: "2", ARTIFACT_ENV: uri}
@@ -127,7 +115,7 @@ def test_the_promotion_points_production_at_the_candidate_before_the_canary_is_w
         assert registry.production_version(session, world.model_id).version == 2
 
     # the next promotion's patch would change nothing: the same reference sends no second patch
-    assert _advance(world, t0 + 2 * HOUR).moves == []
+    assert advance(world, t0 + 2 * HOUR).moves == []
     assert len(_requests(server)) == 4
 
 
@@ -136,10 +124,10 @@ def test_a_transient_failure_of_the_production_patch_is_retried_and_production_s
     world = _world(server, sqlite_engine, tmp_path, clock())
     t0 = clock()
     run = world.retrain(t0, canary={"steps": [0.25], "bake": "1h"})
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
     server.fail(503, method="PATCH", resource="deployment")
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "retrying" and "503" in move.detail
     assert VERSION_ENV not in _env(server, "ranker")
     with session_scope(world.engine) as session:
@@ -147,7 +135,7 @@ def test_a_transient_failure_of_the_production_patch_is_retried_and_production_s
         assert canary_of_run(session, run.id).state == "running"
     assert server.deployments[("ml", "ranker-canary")].replicas == 1  # the canary keeps serving meanwhile
 
-    (move,) = _advance(world, t0 + HOUR + HOUR / 4).moves
+    (move,) = advance(world, t0 + HOUR + HOUR / 4).moves
     assert move.move == "promoted"
     assert _env(server, "ranker")[VERSION_ENV] == "2"
 
@@ -157,9 +145,9 @@ def test_a_rollout_that_lags_is_waited_for_then_recorded_as_it_stands(server, sq
     world = _world(server, sqlite_engine, tmp_path, clock(), rollout_timeout="1s")
     t0 = clock()
     world.retrain(t0, canary={"steps": [0.5], "bake": "1h"})
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "promoted"
     reads = [r for r in server.requests if r.method == "GET" and r.path.endswith("/deployments/ranker")]
     assert len(reads) >= 3  # the pod template, then the rollout, read again until rollout_timeout
@@ -171,9 +159,9 @@ def test_with_a_delivery_pipeline_mape_sends_no_pod_template_patch_and_says_so(s
     world = _world(server, sqlite_engine, tmp_path, clock(), promote="pipeline")
     t0 = clock()
     world.retrain(t0, canary={"steps": [0.25], "bake": "1h"})
-    _canary_scores(world, t0 + HOUR, 0.95)
+    canary_scores(world, t0 + HOUR, 0.95)
     world.verify(t0 + HOUR)
-    (move,) = _advance(world, t0 + HOUR).moves
+    (move,) = advance(world, t0 + HOUR).moves
     assert move.move == "promoted"
     assert _requests(server) == [("ranker-canary", "scale"), ("ranker-canary", "scale")]
     assert VERSION_ENV not in _env(server, "ranker") and VERSION_ENV not in _env(server, "ranker-canary")
