@@ -1,10 +1,14 @@
-"""The governance dashboard: sign in, then the fleet and the decisions waiting for a person.
+"""The governance dashboard: sign in, then one page per question a person asks of the engine.
 
 Run with ``mape dashboard --config mape.yaml`` (or ``streamlit run
 dashboard/app.py`` with ``MAPE_CONFIG`` set). It reads the configuration's
 knowledge base (``MAPE_DB_URL`` overrides it) through :mod:`knowledge`
 queries, and acts only through :mod:`mape.access`, which checks the signed-in
 person's role. Nothing is shown before sign-in.
+
+Each page is a module with ``render(session, identity, context)``. The page
+shown is kept in the address (``?page=Model&model=credit-risk``), so a link
+from one page to another, or one sent to a colleague, opens it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from dashboard import approvals, fleet
+from dashboard.context import PageContext
 from dashboard.signin import current, sign_out, signed_in
 from knowledge.database import create_engine_for, session_scope
 from mape.config import load_settings
@@ -43,12 +48,16 @@ def main() -> None:
         if st.button("Sign out"):
             sign_out()
             st.rerun()
+        if "page" not in st.session_state:  # first run of this browser session: the page the address names
+            asked = st.query_params.get("page")
+            st.session_state["page"] = asked if asked in PAGES else next(iter(PAGES))
         page = st.radio("Page", list(PAGES), key="page")
+        st.query_params["page"] = page
         st.caption(f"knowledge base: {settings.db_url}")
     engine = _engine(settings.db_url)
-    answering = approvals.Answering(engine, partial(current, settings, identity))
+    context = PageContext(engine, settings, partial(current, settings, identity))
     with session_scope(engine) as session:
-        PAGES[page](session, identity, answering)
+        PAGES[page](session, identity, context)
 
 
 main()

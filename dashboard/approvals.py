@@ -10,14 +10,12 @@ answered first, or one past its deadline, is refused with who and when.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import streamlit as st
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from dashboard.context import PageContext
 from knowledge import queries
 from knowledge.database import session_scope
 from knowledge.tables import DecisionStatus
@@ -28,15 +26,7 @@ from mape.errors import MapeError
 _FLASH = "mape_approval_flash"
 
 
-@dataclass(frozen=True)
-class Answering:
-    """What a button's callback needs: the knowledge base, and the person as the users file says now."""
-
-    engine: Engine
-    identity: Callable[[], Identity]
-
-
-def render(session: Session, identity: Identity, answering: Answering) -> None:
+def render(session: Session, identity: Identity, context: PageContext) -> None:
     st.title("Approvals")
     flash = st.session_state.pop(_FLASH, None)
     if flash is not None:
@@ -66,18 +56,18 @@ def render(session: Session, identity: Identity, answering: Answering) -> None:
             st.text_input("Comment", key=f"comment-{decision.id}", placeholder="Why (required to reject)")
             left, right = st.columns(2)
             left.button("Approve", key=f"approve-{decision.id}", type="primary", on_click=_answer,
-                        args=(answering, "approve", decision.id))
-            right.button("Reject", key=f"reject-{decision.id}", on_click=_answer, args=(answering, "reject", decision.id))
+                        args=(context, "approve", decision.id))
+            right.button("Reject", key=f"reject-{decision.id}", on_click=_answer, args=(context, "reject", decision.id))
 
 
-def _answer(answering: Answering, verb: str, decision_id: int) -> None:
+def _answer(context: PageContext, verb: str, decision_id: int) -> None:
     """The button's callback: it runs before the page is drawn again, so a decision answered elsewhere meanwhile
     (whose buttons the next drawing leaves out) still gets a reply saying who answered it."""
     comment = st.session_state.get(f"comment-{decision_id}", "")
     act = approve if verb == "approve" else reject
     try:
-        identity = answering.identity()
-        with session_scope(answering.engine) as session:
+        identity = context.identity()
+        with session_scope(context.engine) as session:
             decision = act(session, decision_id, identity, at=datetime.now(timezone.utc), comment=comment)
             text = str(decision)
     except MapeError as exc:

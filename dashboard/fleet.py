@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 from sqlmodel import Session
 
+from dashboard.context import PageContext
 from knowledge import audit, queries, registry
 from mape.access import Identity
 
 
-def render(session: Session, identity: Identity, answering: object = None) -> None:
+def render(session: Session, identity: Identity, context: PageContext) -> None:
     st.title("Fleet")
     verdict = audit.verify_chain(session)
     if verdict.ok:

@@ -11,7 +11,7 @@ from knowledge.approvals import answer
 from knowledge.database import create_engine_for, session_scope
 from knowledge.tables import AuditEvent, Decision
 from mape.plan import Planner
-from tests.dashboard.test_app_page import knowledge_base, open_app, sign_in
+from tests.dashboard.app_harness import knowledge_base, open_app, sign_in
 from tests.plan.helpers import add_model, make_policy
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
