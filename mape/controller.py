@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from mape.analyze.stage import Analyzer
 from mape.config import Settings
 from mape.execute import actions as _builtin_actions  # noqa: F401  (registers retrain, rollback and notify)
 from mape.execute.canary import CanaryRollout
+from mape.execute.production_serving import ProductionFollower
 from mape.execute.executor import Executor
 from mape.execute.reconcile import FlowRuns, reconcile
 from mape.execute.registry import ActionRegistry, default_registry
@@ -139,6 +140,8 @@ class Controller:
                                  energy_metering=settings.energy_metering)
         self.rollout = CanaryRollout(self.engine, models={m.name: m for m in settings.models},
                                      serving_dir=Path(settings.serving_dir), actor=settings.controller_id)
+        self.follower = ProductionFollower(self.engine, models={m.name: m for m in settings.models},
+                                           serving_dir=Path(settings.serving_dir), actor=settings.controller_id)
         self._policies_by_source: dict[str, LoadedPolicy] = {}
         self._policy_signature: tuple[Any, ...] | None = None
         self.policy_errors: list[str] = []
@@ -296,12 +299,17 @@ class Controller:
         return _as_dict(report)
 
     def canary(self, at: datetime) -> dict[str, Any]:
-        """Widen, promote or abort the running canaries as their steps were judged (:mod:`mape.execute.canary`).
+        """Widen, promote or abort the running canaries as their steps were judged (:mod:`mape.execute.canary`),
+        then move production's replicas to production where they serve another version
+        (:mod:`mape.execute.production_serving`: a person's ``mape models promote|rollback``).
 
         It runs after verification, which judges the steps, and before
         planning, so a canary that ends frees its model in the same tick.
         """
-        return self.rollout.advance(at).as_dict()
+        moved = self.rollout.advance(at).as_dict()
+        followed = self.follower.follow(at).as_dict()
+        return {**moved, "production_rolls": followed["production_rolls"],
+                "errors": [*(moved.get("errors") or []), *followed["errors"]]}
 
     def plan(self, at: datetime) -> dict[str, Any]:
         self.reload_policies()
@@ -412,22 +420,37 @@ class Controller:
     # ------------------------------------------------------------------ people
 
     def request_action(self, model: str, action: str, *, params: dict[str, Any] | None = None, actor: str,
-                       reason: str, at: datetime | None = None) -> Decision:
-        """A person asks for an action outside any policy; it runs at the next dispatch, like any decision."""
+                       reason: str, at: datetime | None = None, needs_approval: bool = False,
+                       approval_timeout: timedelta | None = None) -> Decision:
+        """A person asks for an action outside any policy; it runs at the next dispatch, like any decision.
+
+        With ``needs_approval`` the request waits for an approver instead (a second pair of eyes on a
+        person's request, as a gated policy's decision waits): answered on the dashboard's Approvals page
+        or with ``mape decisions approve|reject``, it is dispatched or closed by the next tick. Without an
+        ``approval_timeout`` it waits until someone answers.
+        """
         at = ensure_utc(at or self.clock())
         if action not in self.actions:
             raise KeyError(f"unknown action type {action!r}; known: {', '.join(self.actions.names())}")
+        if approval_timeout is not None and approval_timeout <= timedelta(0):
+            raise ValueError(f"approval_timeout must be positive, got {approval_timeout}")
+        if needs_approval:
+            status, decided_by, decided_at = DecisionStatus.awaiting_approval.value, None, None
+            expires_at = at + approval_timeout if approval_timeout is not None else None
+        else:
+            status, decided_by, decided_at, expires_at = DecisionStatus.approved.value, actor, at, None
         with session_scope(self.engine) as session:
             row = registry.get_model(session, model)
             decision = Decision(
                 created_at=at, tick_at=None, model_id=row.id, policy_name="manual", action=action,
                 params=dict(params or {}), evidence={"requested_by": actor, "reason": reason},
-                status=DecisionStatus.approved.value, reason=reason, actor=actor, decided_by=actor, decided_at=at,
-                dedup_key=f"{model}/manual/{actor}/{at.isoformat()}/{action}",
+                status=status, reason=reason, actor=actor, decided_by=decided_by, decided_at=decided_at,
+                expires_at=expires_at, dedup_key=f"{model}/manual/{actor}/{at.isoformat()}/{action}",
             )
             decision, _ = queries.add_decision(session, decision)
             audit.record(session, actor=actor, kind="decision.requested", subject=str(decision),
-                         payload={"params": decision.params, "reason": reason}, time=at)
+                         payload={"params": decision.params, "reason": reason, "needs_approval": needs_approval},
+                         time=at)
             return decision
 
 

@@ -6,7 +6,7 @@ Run as ``python -m tests.execute.canary_crash DB_URL SERVING_JSON DIRECTORY RUN_
 ``serving`` section given as JSON): a real executor claims the run and
 runs the real ``retrain`` (training, gate, canary start with real
 model-server processes); the process kills itself right after
-:func:`mape.execute.canary.placement.place` returned inside
+:func:`mape.execute.placement.place` returned inside
 :func:`mape.execute.canary.begin.begin`, before the attempt's transaction
 commits. That is the lost attempt whose replicas nothing owns: they run on
 (their own sessions), no canary row names them, and the run is left

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from knowledge import audit, registry
 from mape._util.timeutil import format_duration, parse_duration
 from mape.errors import CanaryNotSupportedError, TransientActionError
-from mape.execute import canary as canaries, gate
+from mape.execute import canary as canaries, gate, production_serving
 from mape.execute.canary import CanaryParams
 from mape.execute.context import ActionContext
 from mape.execute.registry import action
@@ -139,5 +139,8 @@ def retrain(ctx: ActionContext, params: RetrainParams) -> dict[str, Any]:
             return result
     registry.promote(ctx.session, candidate, actor=ctx.actor, reason=f"decision {ctx.decision.id}: {verdict.reason}",
                      evaluation=numbers, at=ctx.at)
+    serving = production_serving.move(ctx, candidate)  # may raise: the promotion is undone with the attempt
+    if serving is not None:
+        result["production_serving"] = serving
     log.info("Model %s version %d promoted: %s", cfg.name, candidate.version, verdict.reason)
     return result

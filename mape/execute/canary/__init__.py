@@ -11,7 +11,6 @@ controller carries on where the last one stopped.
 The modules: :mod:`~mape.execute.canary.params` (the configuration),
 :mod:`~mape.execute.canary.begin` (the first step),
 :mod:`~mape.execute.canary.rollout` (the later steps, promotion and abort),
-:mod:`~mape.execute.canary.placement` (replicas of one version on a target),
 :mod:`~mape.execute.canary.orphans` (replicas a lost attempt left, which no
 running canary owns, withdrawn by the executor and reconciliation).
 """

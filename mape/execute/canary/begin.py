@@ -31,7 +31,7 @@ from knowledge import audit, registry
 from knowledge.tables import Canary, CanaryState, ModelVersion
 from mape.errors import CanaryNotSupportedError, ServingError
 from mape.execute.canary.params import CanaryParams
-from mape.execute.canary.placement import place
+from mape.execute.placement import place
 from mape.execute.context import ActionContext
 from mape.execute.serving import action_error, production_artifact, version_artifact
 from mape.serving.canary import canary_replicas, served_share

@@ -43,7 +43,7 @@ from knowledge.database import session_scope
 from knowledge.tables import ActionRun, ActionState, Canary, CanaryState
 from mape.config import ModelConfig
 from mape.errors import CanaryNotSupportedError, ServingError
-from mape.execute.canary.placement import withdraw
+from mape.execute.placement import withdraw
 from mape.serving.factory import canary_target_for
 
 __all__ = ["FINAL_RUN_STATES", "MARKER", "WITHDRAW_FAILED", "OrphanReport", "asked_for_canary", "withdraw_orphans"]

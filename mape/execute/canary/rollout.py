@@ -19,7 +19,7 @@ For each running canary (:class:`~knowledge.tables.Canary`):
   ``rollout_timeout``), then the candidate becomes production
   (:func:`knowledge.registry.promote`, the previous production archived) and
   the canary's replicas are removed (``canary.promoted``, with how
-  production's replicas stand: ``production_serving``); the run's own
+  production's replicas stand: :func:`mape.execute.production_serving.describe`); the run's own
   ``verify`` then starts, as after any promotion. With ``promote: pipeline``
   the event says that production's pod template waits for the delivery
   pipeline;
@@ -63,13 +63,14 @@ from mape.config import ModelConfig
 from mape.errors import CanaryNotSupportedError, ServingError
 from mape.execute.canary.begin import summary
 from mape.execute.canary.orphans import WITHDRAW_FAILED
-from mape.execute.canary.placement import place, roll, withdraw
+from mape.execute.placement import place, roll, withdraw
+from mape.execute.production_serving import describe
 from mape.execute.serving import version_artifact
 from mape.serving.canary import canary_replicas
 from mape.serving.factory import canary_target_for, target_for
 from mape.serving.target import ServingTarget
 
-__all__ = ["MAX_ATTEMPTS", "CanaryMove", "CanaryRollout", "RolloutReport", "production_serving"]
+__all__ = ["MAX_ATTEMPTS", "CanaryMove", "CanaryRollout", "RolloutReport"]
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class CanaryRollout:
                   f"replicas")
         registry.promote(session, candidate, actor=self.actor, reason=reason, at=at,
                          evaluation=self._evaluation(canary, candidate, "promoted", reason))
-        serving = production_serving(cfg, stable_target, candidate, rolled)
+        serving = describe(cfg, stable_target, candidate, rolled)
         detail = f"{reason}; version {candidate.version} is production; {serving['detail']}"
         # from here the promotion stands: a canary replica that cannot be removed is recorded, not retried
         return self._end(session, canary, model, candidate, cfg, at, state=CanaryState.promoted, move="promoted",
@@ -318,35 +319,3 @@ class CanaryRollout:
                           step=canary.step + 1, steps=len(canary.steps), share=canary.share,
                           replicas=0 if canary.state != CanaryState.running.value else canary.replicas,
                           detail=detail)
-
-
-def production_serving(cfg: ModelConfig, target: ServingTarget, candidate: ModelVersion, rolled: int) -> dict[str, Any]:
-    """How production's replicas stand after a promotion moved them to ``candidate``: recorded in ``canary.promoted``.
-
-    ``detail`` is one clause for people; ``pod_template`` says who points a
-    Kubernetes Deployment at the version (``patch``: mape did; ``pipeline``:
-    the delivery pipeline will); ``health`` is the target's reading after the
-    roll (None when it cannot be read, ``health_error`` then says why).
-    """
-    k8s = cfg.serving.kubernetes if cfg.serving is not None else None
-    found: dict[str, Any] = {"target": str(target), "replaced": rolled,
-                             "pod_template": k8s.promote if k8s is not None else None}
-    try:
-        health = target.health()
-    except (ServingError, CanaryNotSupportedError) as exc:
-        found.update(health=None, health_error=str(exc))
-        reading = f"its health could not be read: {exc}"
-    else:
-        found.update(health=str(health), health_error=None)
-        reading = str(health)
-    if k8s is not None and k8s.promote == "pipeline":
-        found["detail"] = (f"the pod template of {target} is the delivery pipeline's (serving.kubernetes.promote: "
-                           f"pipeline): its pods serve version {candidate.version} once the pipeline rolls it "
-                           f"out ({reading})")
-    elif k8s is not None:
-        how = f"{rolled} pod(s) replaced" if rolled else "its pod template named it already"
-        found["detail"] = f"{target} serves version {candidate.version} ({how}; {reading})"
-    else:
-        how = f"{rolled} replica(s) replaced" if rolled else "no replica to replace"
-        found["detail"] = f"production's replicas serve version {candidate.version} ({how}; {reading})"
-    return found

@@ -1,8 +1,9 @@
 """Put a number of replicas of one version on a serving target, and take them off again.
 
 Who calls it: the canary's start (:mod:`mape.execute.canary.begin`) and its
-steps (:mod:`mape.execute.canary.rollout`). Both calls are idempotent: the
-count is absolute, and a target that can replace replicas of another version
+steps (:mod:`mape.execute.canary.rollout`), and what moves production's
+replicas to a new production version (:mod:`mape.execute.production_serving`).
+The calls are idempotent: the count is absolute, and a target that can replace replicas of another version
 (the local replica set's :meth:`~mape.serving.local.LocalReplicaSet.roll`)
 does so, so a canary's replicas all serve its candidate even when an earlier,
 failed attempt left replicas of another candidate behind. A Kubernetes
