@@ -493,6 +493,34 @@ class Pause(SQLModel, table=True):
         return f"{self.scope} {self.name} paused by {self.paused_by} at {self.paused_at.isoformat()}: {self.reason}"
 
 
+class PolicyMode(str, Enum):
+    """A policy's mode: ``spec.mode`` of its file, or a person's override of it (:class:`PolicyModeOverride`)."""
+
+    enforce = "enforce"
+    dry_run = "dry-run"
+    off = "off"
+
+
+class PolicyModeOverride(SQLModel, table=True):
+    """A person has set a policy's mode in the knowledge base, over the ``spec.mode`` of its file.
+
+    One row per policy while the override is in force; clearing it deletes
+    the row and the file's mode applies again. The history is the audit
+    trail's ``policy.mode_changed`` events (each keeps the mode before).
+    """
+
+    __tablename__ = "policy_mode_override"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    policy_name: str = Field(max_length=200, unique=True)
+    mode: str = Field(max_length=20, description="enforce, dry-run or off (PolicyMode).")
+    set_by: str = Field(max_length=200)
+    reason: str = ""
+    set_at: datetime = Field(default_factory=utcnow)
+
+    def __str__(self) -> str:
+        return f"policy {self.policy_name} set to {self.mode} by {self.set_by} at {self.set_at.isoformat()}: {self.reason}"
+
+
 class AuditEvent(SQLModel, table=True):
     """Append-only trail; each row's hash covers its content and the previous row's hash."""
 

@@ -948,8 +948,9 @@ def carbon_backtest(
     typer.echo(json.dumps(result.as_dict(jobs=jobs), indent=2))
 
 
-from mape.cli_people import decisions_app, users_app  # noqa: E402 - it uses the helpers above, inside its commands
+from mape.cli_people import decisions_app, policy_mode, users_app  # noqa: E402 - it uses the helpers above, inside its commands
 
+policy_app.command("mode")(policy_mode)
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(users_app, name="users")
 

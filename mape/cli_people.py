@@ -1,9 +1,10 @@
-"""The ``mape decisions`` and ``mape users`` commands: what people do on the dashboard, headless.
+"""The ``mape decisions``, ``mape policy mode`` and ``mape users`` commands: what people do on the dashboard, headless.
 
 ``mape decisions list|show|approve|reject`` reads decisions and answers those
 awaiting approval with the same role checks and audit events as the
-dashboard (:mod:`mape.access`); ``mape users add|list|remove`` keeps the
-users file. Registered on the main app by :mod:`mape.cli`, whose helpers it
+dashboard (:mod:`mape.access`); ``mape policy mode`` sets or clears a
+policy's mode override as the Policies page does (:mod:`mape.access.modes`);
+``mape users add|list|remove`` keeps the users file. Registered on the main app by :mod:`mape.cli`, whose helpers it
 uses (imported inside the commands: :mod:`mape.cli` imports this module).
 """
 
@@ -157,6 +158,60 @@ def decisions_reject(
 ) -> None:
     """Reject a decision awaiting approval (approver role): it is closed and its action never runs."""
     _answer("reject", decision_id, comment, user, actor, config)
+
+
+def policy_mode(
+    name: Annotated[str, typer.Argument(help="The policy (metadata.name).")],
+    mode: Annotated[Optional[str], typer.Argument(help="enforce, dry-run or off; without it (and --clear): show.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Lift the override: the file's spec.mode applies again.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (required to set or clear; kept in the audit trail).")] = "",
+    user: UserOption = None,
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Set a policy's mode over its file's spec.mode, or --clear it (admin role); without either, show it.
+
+    Registered as ``mape policy mode`` by :mod:`mape.cli`. The same act as the dashboard's Policies page
+    (:mod:`mape.access.modes`): the planner plans the policy in this mode from the next tick, and the change is
+    audited as ``policy.mode_changed``. Exit 3 when the role does not allow it, 2 for bad input.
+    """
+    from sqlmodel import select
+
+    from knowledge import policy_modes
+    from knowledge.tables import PolicyVersion
+    from mape.access.modes import clear_policy_mode, set_policy_mode
+    from mape.cli import _fail, _knowledge_session, _settings
+    from mape.errors import MapeError
+
+    if clear and mode is not None:
+        _fail(f"give a mode or --clear, not both (got {mode!r} and --clear)")
+    settings = _settings(config)
+    if mode is None and not clear:
+        with _knowledge_session(settings) as session:
+            row = policy_modes.override(session, name)
+            text = str(row) if row is not None else f"policy {name} has no mode override: its file's spec.mode applies"
+        typer.echo(text)
+        return
+    identity = identity_of(settings, user, actor)
+    at = datetime.now(timezone.utc)
+    try:
+        with _knowledge_session(settings) as session:
+            known = name in set(session.exec(select(PolicyVersion.name).where(PolicyVersion.name == name)))
+            if clear:
+                lifted = clear_policy_mode(session, name, identity, reason=reason, at=at)
+                text = (f"policy {name}: override {lifted.mode} lifted by {identity.name}; its file's spec.mode "
+                        "applies from the next tick" if lifted is not None else None)
+            else:
+                assert mode is not None
+                row = set_policy_mode(session, name, mode, identity, reason=reason, at=at)
+                text = f"{row}; the planner plans it in {row.mode} from the next tick"
+    except MapeError as exc:
+        _fail(str(exc), code=3 if isinstance(exc, PermissionError) else 2)
+    if text is None:
+        _fail(f"policy {name} has no mode override to clear (see mape policy mode {name})")
+    if not known:
+        typer.echo(f"warning: no policy named {name!r} was ever loaded; the override applies once one is", err=True)
+    typer.echo(text)
 
 
 def _users_file(config: Path | None):  # type: ignore[no-untyped-def]

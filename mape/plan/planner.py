@@ -4,7 +4,8 @@ What it does: each pass first expires the ``awaiting_approval`` decisions
 whose deadline (``expires_at``, set from the policy's ``approval_timeout``)
 has come (:func:`knowledge.queries.expire_decisions`). Then, for every
 managed model, :meth:`Planner.plan` takes the policies whose selector matches
-(and whose mode is not ``off``), evaluates ``when`` and ``unless`` against the
+(and whose mode is not ``off``; a mode an admin set in the knowledge base
+overrides the file's: :mod:`mape.plan.modes`), evaluates ``when`` and ``unless`` against the
 model's context (:func:`mape.plan.context.build_context`), applies ``for`` and
 ``keep_firing_for`` (:mod:`mape.plan.firing`, state kept in the knowledge
 base), ranks the firing policies, and writes one
@@ -51,12 +52,20 @@ import cel
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from knowledge import audit, queries
-from knowledge.tables import ActionRun, ActionState, Decision, DecisionStatus, ManagedModel, PolicyState
+from knowledge import audit, policy_modes, queries
+from knowledge.tables import (
+    ActionRun,
+    ActionState,
+    Decision,
+    DecisionStatus,
+    ManagedModel,
+    PolicyModeOverride,
+    PolicyState,
+)
 from mape._util.timeutil import ensure_utc, format_duration
 from mape.config import BlastRadius, Utility
 from mape.errors import PolicyError
-from mape.plan import firing
+from mape.plan import firing, modes
 from mape.plan.context import build_context, build_contexts
 from mape.plan.expressions import Condition, ConditionError, prepare
 from mape.plan.forecast_guard import ForecastGuard
@@ -265,6 +274,9 @@ class Planner:
         self.blast_radius = blast_radius
         self._lookback = lookback(list(self.policies), blast_radius)
         self._selection: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[LoadedPolicy, ...]] = {}
+        # the policies in the modes people set in the knowledge base (mape policy mode), refreshed each pass
+        self._overrides: dict[str, dict[str, str]] = {}  # by policy: mode, set_by, set_at, reason (the evidence)
+        self._in_effect: tuple[LoadedPolicy, ...] = self.policies
         self._stateful = [p.name for p in self.policies if p.stateful]
         seen: dict[str, LoadedPolicy] = {}
         for policy in self.policies:
@@ -273,14 +285,24 @@ class Planner:
                                   source=policy.source, field="metadata.name")
             seen[policy.name] = policy
 
+    def _use_overrides(self, overrides: dict[str, PolicyModeOverride]) -> None:
+        """Plan each overridden policy in its override's mode (:mod:`mape.plan.modes`) from now on."""
+        wanted = {name: row.mode for name, row in overrides.items()}
+        if wanted != {name: row["mode"] for name, row in self._overrides.items()}:
+            self._in_effect = modes.in_effect(self.policies, wanted)
+            self._selection.clear()
+        self._overrides = {name: {"mode": row.mode, "set_by": row.set_by, "set_at": ensure_utc(row.set_at).isoformat(),
+                                  "reason": row.reason} for name, row in overrides.items()}
+
     def _selected(self, model: ManagedModel) -> list[LoadedPolicy]:
-        """The policies (not ``off``) whose selector matches the model; remembered by name and labels."""
+        """The policies (not ``off``, overrides applied) whose selector matches the model; remembered by name and
+        labels."""
         key = (model.name, tuple(sorted((model.labels or {}).items())))
         hit = self._selection.get(key)
         if hit is None:
             if len(self._selection) > 100_000:
                 self._selection.clear()
-            hit = self._selection[key] = tuple(p for p in self.policies
+            hit = self._selection[key] = tuple(p for p in self._in_effect
                                                if p.policy.spec.mode != "off" and selects(p, model))
         return list(hit)
 
@@ -389,6 +411,7 @@ class Planner:
         for decision in report.expired:
             logger.info("%s expired: nobody approved it by %s", decision,
                         ensure_utc(decision.expires_at).isoformat() if decision.expires_at else "its deadline")
+        self._use_overrides(policy_modes.overrides(session))
         candidates: dict[str, list[LoadedPolicy]] = {}
         for model in models:
             selected = self._selected(model)
@@ -650,6 +673,13 @@ class Planner:
                                     "source": policy.source, "context": context}
         if choice is not None:
             evidence["alternatives"] = {"weights": choice.weights, "candidates": choice.scores}
+        override = self._overrides.get(policy.name)
+        reason = verdict.reason
+        if override is not None:
+            evidence["mode_override"] = dict(override)
+            if verdict.status == DecisionStatus.dry_run.value:
+                reason = (f"{reason} (mode set to {override['mode']} by {override['set_by']} at "
+                          f"{override['set_at']}: {override['reason']})")
         assert model.id is not None
         state = ledger.states.get((model.id, policy.name))
         if state is not None:
@@ -670,7 +700,7 @@ class Planner:
         return Draft(
             created_at=at, tick_at=at, model_id=model.id, policy_name=policy.name, policy_sha256=policy.sha256,
             action=action.type, params=dict(action.params), priority=spec.priority, actor=self.actor,
-            status=verdict.status, reason=verdict.reason, dedup_key=f"{at.isoformat()}/{model.name}/{policy.name}",
+            status=verdict.status, reason=reason, dedup_key=f"{at.isoformat()}/{model.name}/{policy.name}",
             evidence=evidence, expires_at=expires_at, not_before=not_before, deadline=deadline,
         )
 
