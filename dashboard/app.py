@@ -18,14 +18,16 @@ from functools import partial
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from dashboard import approvals, fleet
+from dashboard import approvals, carbon, decisions, fleet, model, policies
 from dashboard.context import PageContext
+from dashboard.navigation import PAGE_KEY
 from dashboard.signin import current, sign_out, signed_in
 from knowledge.database import create_engine_for, session_scope
 from mape.config import load_settings
 from mape.errors import MapeError
 
-PAGES = {"Fleet": fleet.render, "Approvals": approvals.render}
+PAGES = {"Fleet": fleet.render, "Model": model.render, "Decisions": decisions.render,
+         "Approvals": approvals.render, "Policies": policies.render, "Carbon": carbon.render}
 
 
 @st.cache_resource
@@ -48,10 +50,10 @@ def main() -> None:
         if st.button("Sign out"):
             sign_out()
             st.rerun()
-        if "page" not in st.session_state:  # first run of this browser session: the page the address names
+        if PAGE_KEY not in st.session_state:  # first run of this browser session: the page the address names
             asked = st.query_params.get("page")
-            st.session_state["page"] = asked if asked in PAGES else next(iter(PAGES))
-        page = st.radio("Page", list(PAGES), key="page")
+            st.session_state[PAGE_KEY] = asked if asked in PAGES else next(iter(PAGES))
+        page = st.radio("Page", list(PAGES), key=PAGE_KEY)
         st.query_params["page"] = page
         st.caption(f"knowledge base: {settings.db_url}")
     engine = _engine(settings.db_url)
