@@ -2,8 +2,11 @@
 
 Who calls it: :mod:`dashboard.app`, as the page "Decisions". The filters
 (model, policy, action, status: the values the decisions hold; the days
-they were made) are kept in the address (``?page=Decisions&model=credit-risk``),
-so a link from another page opens the decisions of one model. The listing
+they were made) are kept in the address
+(``?page=Decisions&decisions_model=credit-risk``), so a link from another
+page opens the decisions of one model. The parameters are named for this
+page: a parameter bound to a widget cannot be set by another page, and the
+Model and Policies pages keep their own ``model`` and ``policy`` there. The listing
 is one query per page of 50, newest first, with a count and a chart of the
 decisions per day by status (:mod:`knowledge.decision_log`); the detail of
 the decision picked (or named by ``?decision=ID``) shows its evidence, the
@@ -78,10 +81,10 @@ def _filters(options: decision_log.FilterOptions) -> DecisionFilter | None:
     """The filter widgets (bound to the address), and the filter they make; None (with a message) when unusable."""
     first, last = options.first.date(), options.last.date()  # type: ignore[union-attr]
     cols = st.columns(5)
-    models = cols[0].multiselect("Model", options.models, key="model", bind="query-params")
-    policies = cols[1].multiselect("Policy", options.policies, key="policy", bind="query-params")
-    actions = cols[2].multiselect("Action", options.actions, key="action", bind="query-params")
-    statuses = cols[3].multiselect("Status", options.statuses, key="status", bind="query-params")
+    models = cols[0].multiselect("Model", options.models, key="decisions_model", bind="query-params")
+    policies = cols[1].multiselect("Policy", options.policies, key="decisions_policy", bind="query-params")
+    actions = cols[2].multiselect("Action", options.actions, key="decisions_action", bind="query-params")
+    statuses = cols[3].multiselect("Status", options.statuses, key="decisions_status", bind="query-params")
     days = cols[4].date_input("Made on (UTC days)", value=(first, last), key="decisions-days")
     since, until = _day_range(days)
     try:

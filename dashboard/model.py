@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlmodel import Session
 from dashboard.charts import timeline
 from dashboard.context import PageContext
 from dashboard.navigation import MODEL_KEY
+from dashboard.range_end import range_end
 from dashboard.thresholds import Threshold, load_thresholds
 from knowledge import queries
 from knowledge import model_timeline as timeline_queries
@@ -82,7 +83,7 @@ def render(session: Session, identity: Identity, context: PageContext) -> None:
         return
     model = _pick_model(models)
     range_name = st.segmented_control("Time range", list(RANGES), default=DEFAULT_RANGE, key="model_page_range")
-    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+    until = range_end(session)
     since = _since(session, model, RANGES[range_name or DEFAULT_RANGE], until)
     st.caption(f"{model.description or model.name} · owner {model.owner or '-'} · labels {model.labels or {}} · "
                f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC")
@@ -123,12 +124,13 @@ def _pick_model(models: dict[str, ManagedModel]) -> ManagedModel:
 
 
 def _since(session: Session, model: ManagedModel, span: timedelta | None, until: datetime) -> datetime:
-    if span is not None:
-        return until - span
+    """Where the range starts: ``span`` before its end, but no earlier than the model's first signal (a range
+    longer than the model's history would draw empty days); ``all``: the first signal."""
     assert model.id is not None
     metrics = [m for panel in PANELS for m in panel.metrics]
     first, _ = timeline_queries.observed_span(session, model.id, metrics)
-    return min(first, until - timedelta(hours=1)) if first is not None else until - timedelta(days=7)
+    earliest = min(first, until - timedelta(hours=1)) if first is not None else until - timedelta(days=7)
+    return earliest if span is None else max(until - span, earliest)
 
 
 # --------------------------------------------------------------------------- markers

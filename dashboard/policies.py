@@ -38,6 +38,7 @@ from sqlmodel import Session
 from dashboard.context import PageContext
 from dashboard.policy_dry_run import MAX_DAYS, DryRun, DryRunRefused, check_edited, dry_run
 from dashboard.policy_files import live_set
+from dashboard.range_end import range_end
 from knowledge import policy_history, policy_modes, queries
 from knowledge.database import session_scope
 from knowledge.tables import Pause, PauseScope, PolicyMode, PolicyModeOverride, PolicyVersion
@@ -59,7 +60,7 @@ def render(session: Session, identity: Identity, context: PageContext) -> None:
     flash = st.session_state.pop(_FLASH, None)
     if flash is not None:
         (st.success if flash[0] == "ok" else st.error)(flash[1])
-    now = datetime.now(timezone.utc)
+    now = range_end(session)
     loaded = live_set(context.settings)
     live = {p.name: p for p in loaded.policies}
     overrides = policy_modes.overrides(session)

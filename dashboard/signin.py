@@ -50,7 +50,7 @@ def signed_in(settings: Settings) -> Identity | None:
             st.error("Unknown name or wrong password.")
             return None
         st.session_state[_KEY] = {"name": identity.name, "via": identity.via}
-        return identity
+        st.rerun()  # draw the page again without the form, now signed in
     return None
 
 

@@ -327,6 +327,10 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
             echo(line)
 
     problems = check(engine, scenario)
+    waiting = controller.request_action(
+        MODEL, "retrain", params={"window": "24h"}, actor="bob@example.com", needs_approval=True,
+        reason="retrain on the whole last day before the quarter-end freeze", at=scenario.at(scenario.ticks))
+    echo(f"    ▶ decision {waiting.id}: bob@example.com asks for a retrain on the last day; it waits for an approver")
     echo("")
     elapsed = time.monotonic() - began
     if problems:
@@ -343,6 +347,8 @@ def run_demo(directory: Path, *, echo: Callable[[str], Any] = print, scenario: S
     password = _demo_user(controller.settings.access.users_file)
     echo(f"dashboard:      {mape} dashboard --config {config_path}")
     echo(f"                then open http://127.0.0.1:8501 and sign in as demo, password {password}")
+    echo(f"                decision {waiting.id} waits on its Approvals page (or: {mape} decisions approve {waiting.id} "
+         f"--config {config_path})")
     return not problems
 
 

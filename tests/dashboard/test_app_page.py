@@ -42,3 +42,15 @@ def test_a_person_removed_from_the_users_file_is_signed_out_at_the_next_click(tm
     UsersFile(tmp_path / "users.yaml").remove("ann")
     app.run()
     assert [t.label for t in app.text_input] == ["Name", "Password"] and not app.dataframe
+
+
+def test_a_tour_of_every_page_and_back_draws_each_without_an_error(tmp_path: Path, monkeypatch):
+    """Pages share the address (``?model=``, ``?policy=``): one page's parameters must not break another's."""
+    from tests.dashboard.app_harness import open_page
+
+    pages = ["Fleet", "Model", "Decisions", "Approvals", "Policies", "Carbon"]
+    app = sign_in(open_app(knowledge_base(tmp_path), monkeypatch), "ada")
+    assert list(app.sidebar.radio(key="page").options) == pages
+    for page in [*pages, *reversed(pages)]:
+        open_page(app, page)
+        assert app.title[0].value.startswith(page.split()[0]), page

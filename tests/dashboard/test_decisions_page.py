@@ -67,11 +67,11 @@ def test_a_viewer_sees_every_decision_newest_first_and_the_filters_narrow_the_li
     assert app.title[0].value == "Decisions"
     assert _listed(app) == [1] + [newest - i for i in range(5)]  # the harness's decision is made now, fraud's in March
     assert "6 decisions match" in app.caption[0].value
-    app.multiselect(key="model").set_value(["credit-risk"])
+    app.multiselect(key="decisions_model").set_value(["credit-risk"])
     app.run()
     assert _listed(app) == [1] and "1 decisions match" in app.caption[0].value
-    app.multiselect(key="model").set_value([])
-    app.multiselect(key="status").set_value(["suppressed"])
+    app.multiselect(key="decisions_model").set_value([])
+    app.multiselect(key="decisions_status").set_value(["suppressed"])
     app.run()
     assert _listed(app) == [newest - i for i in range(1, 5)]
     app.date_input(key="decisions-days").set_value((T0.date(), T0.date()))
@@ -85,7 +85,7 @@ def test_a_viewer_sees_every_decision_newest_first_and_the_filters_narrow_the_li
 def test_the_detail_shows_the_evidence_the_policy_version_and_the_flow_run_link(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PREFECT_UI_URL", "http://prefect.example:4200/")
     app, newest = _decisions(tmp_path, monkeypatch)
-    app.multiselect(key="model").set_value(["fraud"])
+    app.multiselect(key="decisions_model").set_value(["fraud"])
     app.run()
     assert app.selectbox(key="decisions-picked").value == newest  # the newest listed is shown first
     assert app.subheader[0].value == f"Decision {newest}: retrain on fraud"
@@ -121,7 +121,7 @@ def test_the_csv_download_holds_every_filtered_row(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
     app, newest = _decisions(tmp_path, monkeypatch)
-    app.multiselect(key="model").set_value(["fraud"])
+    app.multiselect(key="decisions_model").set_value(["fraud"])
     app.run()
     (button,) = app.get("download_button")
     assert button.proto.label == "Download CSV (5 rows)"
@@ -139,7 +139,7 @@ def test_the_address_names_the_page_the_model_and_the_decision_shown(tmp_path: P
     monkeypatch.delenv("MAPE_DB_URL", raising=False)
     app = AppTest.from_file(str(APP), default_timeout=30)
     app.query_params["page"] = "Decisions"
-    app.query_params["model"] = "credit-risk"
+    app.query_params["decisions_model"] = "credit-risk"
     app.query_params["decision"] = str(newest)  # not among those listed: shown all the same
     app.run()
     sign_in(app, "vic")

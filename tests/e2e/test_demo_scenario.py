@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlmodel import col, select
 
-from examples.credit.demo import MODEL, Scenario, create_engine, run_demo
+from examples.credit.demo import MODEL, Scenario, create_engine
 from examples.credit.serving import FEATURES
 from examples.credit.stream import generate
 from knowledge import queries, registry
@@ -18,14 +18,6 @@ from mape.access import Role, UsersFile
 from mape.execute.training import load_artifact
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> tuple[bool, list[str], Path]:
-    directory = tmp_path_factory.mktemp("demo") / "run"
-    lines: list[str] = []
-    ok = run_demo(directory, echo=lines.append)
-    return ok, lines, directory
 
 
 def test_the_demo_reports_a_closed_loop(demo_run):
@@ -44,6 +36,16 @@ def test_the_demo_ends_by_saying_how_to_open_the_dashboard_and_sign_in(demo_run)
     assert "http://127.0.0.1:8501" in lines[dashboard + 1] and "sign in as demo" in lines[dashboard + 1]
     identity = UsersFile(directory / "users.yaml").authenticate("demo", password)
     assert identity is not None and identity.role is Role.admin
+
+
+def test_the_demo_leaves_one_request_waiting_for_an_approver_and_says_where(demo_run):
+    _, lines, directory = demo_run
+    engine = create_engine(directory)
+    with session_scope(engine) as session:
+        waiting = session.exec(select(Decision).where(Decision.status == "awaiting_approval")).all()
+    engine.dispose()
+    assert [(d.action, d.actor, d.params) for d in waiting] == [("retrain", "bob@example.com", {"window": "24h"})]
+    assert any(f"decision {waiting[0].id} waits on its Approvals page" in line for line in lines)
 
 
 def test_drift_is_observed_at_or_after_the_onset_and_not_before(demo_run):
