@@ -743,19 +743,36 @@ def actions_request(
     user: UserOption = None,
     actor: LocalActorOption = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="key=value (JSON values allowed).")] = [],  # noqa: B006
+    needs_approval: Annotated[bool, typer.Option(
+        "--needs-approval", help="Wait for an approver (dashboard or mape decisions approve) before it runs.")] = False,
+    approval_timeout: Annotated[Optional[str], typer.Option(
+        help="With --needs-approval: expire unanswered after this long (e.g. 24h); default: wait.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Ask for an action now (admin role); the next tick dispatches it like any approved decision."""
+    """Ask for an action now (admin role); the next tick dispatches it like any approved decision.
+
+    With ``--needs-approval`` it waits for a second person, an approver, first.
+    """
     from mape.controller import Controller
 
+    if approval_timeout is not None and not needs_approval:
+        _fail("--approval-timeout is for a request that waits for an approver: add --needs-approval")
+    timeout = _duration_option("--approval-timeout", approval_timeout) if approval_timeout is not None else None
     settings = _settings(config)
     actor = _admin(settings, user, actor, f"request {action} on model {model}")
     try:
         decision = Controller(settings).request_action(model, action, params=_parse_params(param), actor=actor,
-                                                       reason=reason)
+                                                       reason=reason, needs_approval=needs_approval,
+                                                       approval_timeout=timeout)
     except (KeyError, LookupError) as exc:
         _fail(str(exc).strip("'\""))
-    typer.echo(f"decision {decision.id}: {action} on {model} approved by {actor}; it runs at the next tick")
+    except ValueError as exc:
+        _fail(f"--approval-timeout: {exc}")
+    if needs_approval:
+        typer.echo(f"decision {decision.id}: {action} on {model} asked by {actor}; it waits for an approver "
+                   f"(mape decisions approve {decision.id}, or the dashboard's Approvals page)")
+    else:
+        typer.echo(f"decision {decision.id}: {action} on {model} approved by {actor}; it runs at the next tick")
 
 
 # ---------------------------------------------------------------------------------------------- pauses

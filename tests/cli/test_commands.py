@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,18 @@ def test_models_list_shows_stages_and_gate_numbers_and_actions_request_records_a
         decision = session.exec(select(Decision)).one()
         assert (decision.status, decision.decided_by, decision.params) == ("approved", "alice", {"window": "6h"})
         assert session.exec(select(AuditEvent).where(AuditEvent.kind == "decision.requested")).one().actor == "alice"
+
+    lone = runner.invoke(app, ["actions", "request", "credit-risk", "retrain", "--reason", "r", "--user", "alice",
+                               "--approval-timeout", "1h", "--config", str(config)])
+    assert lone.exit_code == 2 and "add --needs-approval" in lone.output
+    gated = runner.invoke(app, ["actions", "request", "credit-risk", "retrain", "--reason", "quarter end",
+                                "--user", "alice", "--needs-approval", "--approval-timeout", "1d",
+                                "--config", str(config)])
+    assert gated.exit_code == 0 and "it waits for an approver" in gated.output, gated.output
+    with session_scope(engine) as session:
+        waiting = session.exec(select(Decision).where(Decision.status == "awaiting_approval")).one()
+        assert waiting.decided_by is None and waiting.expires_at is not None
+        assert waiting.expires_at - waiting.created_at == timedelta(days=1)
 
 
 def test_models_references_lists_each_stored_reference_newest_first(tmp_path: Path):
