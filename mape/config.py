@@ -472,6 +472,27 @@ class AccessConfig(_Strict):
 
     users_file: Path | None = Field(
         None, description="The users file (names, roles, salted password hashes) written by `mape users add`.")
+    oidc: OidcConfig | None = Field(
+        None, description="The dashboard's OpenID Connect sign-in (Streamlit's st.login); roles still come from "
+                          "the users file, matched on a claim of the identity token.")
+
+
+class OidcConfig(_Strict):
+    """Single sign-on for the dashboard through Streamlit's OpenID Connect login (``st.login``).
+
+    The identity provider's client is configured where Streamlit reads it:
+    ``[auth]`` (or ``[auth.<provider>]``) in ``.streamlit/secrets.toml``, with
+    ``redirect_uri``, ``cookie_secret``, ``client_id``, ``client_secret`` and
+    ``server_metadata_url``. A person the provider signs in still needs an
+    entry in the users file, named by ``claim`` (``mape users add
+    ann@example.com --role approver --oidc-only``): the provider says who they
+    are, the users file what they may do.
+    """
+
+    provider: str | None = Field(
+        None, min_length=1, description="The [auth.<provider>] section to use; none: the [auth] section itself.")
+    claim: str = Field("email", min_length=1, description="The identity token's claim matched to users file names.")
+    label: str = Field("Sign in with single sign-on", min_length=1, description="The sign-in button's text.")
 
 
 class CarbonConfig(_Strict):
