@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import (action_latency, carbon_backtest, drift_suite, online_detectors, oscillation, planning,
-                        prefect_tick_overhead, sensing, simulate)
+from benchmarks import (action_latency, carbon_backtest, dashboard, drift_suite, online_detectors, oscillation,
+                        planning, prefect_tick_overhead, sensing, simulate)
 
 BENCHMARKS = {module.__name__.rsplit(".", 1)[-1]: module
               for module in (prefect_tick_overhead, planning, oscillation, simulate, online_detectors, drift_suite,
-                              sensing, carbon_backtest, action_latency)}
+                              sensing, carbon_backtest, action_latency, dashboard)}
 
 
 def main(names: list[str] | None = None) -> None:

@@ -127,7 +127,8 @@ def test_the_candidate_trained_on_corrupted_labels_never_serves(demo_run):
     _, _, directory = demo_run
     engine = create_engine(directory)
     with session_scope(engine) as session:
-        manual = session.exec(select(Decision).where(Decision.policy_name == "manual")).one()
+        manual = session.exec(select(Decision).where(Decision.policy_name == "manual",  # alice's, not bob's waiting one
+                                                     Decision.actor == "alice@example.com")).one()
         run = session.exec(select(ActionRun).where(ActionRun.decision_id == manual.id)).one()
         bad = session.exec(select(ModelVersion).where(ModelVersion.version == run.result["version"])).one()
     assert run.state == "succeeded" and run.result["promoted"] is False
