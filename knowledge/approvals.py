@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from knowledge import audit
 from knowledge.tables import Decision, DecisionStatus
@@ -85,3 +85,24 @@ def _not_awaiting(decision: Decision) -> str:
         when = f" at {ensure_utc(decision.decided_at).isoformat()}" if decision.decided_at else ""
         text += f": {decision.status} by {decision.decided_by}{when}"
     return text
+
+
+def recent_rejections(session: Session, *, since: datetime, until: datetime) -> list[Decision]:
+    """For each (model, policy), its newest decision a person rejected in ``(since, until]`` (by answer time).
+
+    Who calls it: the planner's ledger (:func:`mape.plan.ledger.read_ledger`):
+    a rejection holds the policy's cooldown for that model from the moment it
+    was answered, so a person who said no is not asked again at the next tick.
+    One query over the rejected decisions answered in the window (few: people
+    answer them one by one).
+    """
+    rows = session.exec(
+        select(Decision)
+        .where(Decision.status == DecisionStatus.rejected.value, col(Decision.decided_at) > since,
+               col(Decision.decided_at) <= until)
+        .order_by(col(Decision.decided_at), col(Decision.id))
+    ).all()
+    newest: dict[tuple[int, str], Decision] = {}
+    for row in rows:
+        newest[(row.model_id, row.policy_name)] = row
+    return list(newest.values())

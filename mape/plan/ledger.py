@@ -25,11 +25,13 @@ from typing import Any
 from sqlmodel import Session
 
 from knowledge import queries
+from knowledge.approvals import recent_rejections
 from knowledge.canaries import running_canaries
 from knowledge.tables import ActionRun, Canary, Decision, DecisionStatus, Pause, PolicyState
 from mape._util.timeutil import ensure_utc
 
-__all__ = ["ACTING_STATUSES", "AUTOMATIC_STATUSES", "Acted", "CanaryInFlight", "Draft", "PlanLedger", "read_ledger"]
+__all__ = ["ACTING_STATUSES", "AUTOMATIC_STATUSES", "Acted", "CanaryInFlight", "Draft", "PlanLedger", "Rejection",
+           "read_ledger"]
 
 #: Decisions that act or may act: they start cooldowns and count toward rate limits.
 ACTING_STATUSES = (DecisionStatus.proposed.value, DecisionStatus.awaiting_approval.value,
@@ -57,6 +59,15 @@ class Acted:
                    status=decision.status, created_at=ensure_utc(decision.created_at),
                    tick_at=ensure_utc(decision.tick_at) if decision.tick_at is not None else None,
                    follow_up=getattr(decision, "follows_run_id", None) is not None)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A person's "no" to a policy's decision for a model: who, when (the answer's time), and which decision."""
+
+    decision_id: int | None
+    by: str
+    at: datetime
 
 
 @dataclass
@@ -134,6 +145,10 @@ class PlanLedger:
         verification keeps that policy from acting on that model again.
     deferred : list of (ActionRun, Decision)
         Runs waiting for their time (``scheduled``), with their decisions.
+    rejected : dict
+        By ``(model id, policy name)``, the newest decision of that policy for
+        that model a person rejected within the look-back window: it holds the
+        policy's cooldown from the moment it was answered.
     """
 
     at: datetime
@@ -144,6 +159,7 @@ class PlanLedger:
     states: dict[tuple[int, str], PolicyState] = field(default_factory=dict)
     blocks: dict[tuple[int, str], ActionRun] = field(default_factory=dict)
     deferred: list[tuple[ActionRun, Decision]] = field(default_factory=list)
+    rejected: dict[tuple[int, str], Rejection] = field(default_factory=dict)
 
     def record(self, decision: Decision | Draft) -> None:
         """Add a decision this pass made (or found stored), so later rules of the pass see it."""
@@ -222,6 +238,10 @@ def read_ledger(session: Session, model_ids: Sequence[int], at: datetime, *, loo
             created_at=ensure_utc(row.created_at), tick_at=ensure_utc(row.tick_at) if row.tick_at else None,
             follow_up=row.follows_run_id is not None))  # oldest first, as the query orders them
     ledger.blocks = queries.verification_blocks(session, at)
+    for row in recent_rejections(session, since=at - lookback, until=at):
+        assert row.decided_at is not None  # answered decisions carry their answer's time
+        ledger.rejected[(row.model_id, row.policy_name)] = Rejection(row.id, row.decided_by or "",
+                                                                     ensure_utc(row.decided_at))
     for decision in queries.decisions_at_tick(session, at):
         ledger.at_tick.setdefault(decision.model_id, []).append(decision)
     names = list(policy_names)

@@ -12,7 +12,9 @@ planner and ``mape policy simulate`` apply exactly the same rules. The order:
 2. ``mode: dry-run`` → ``dry_run`` (recorded, never acted on, blocks nothing);
 3. an action run of this model is in flight, or a canary of it runs → ``suppressed`` (busy);
 4. the last acting decision of the same action for this model lies within the
-   policy's ``cooldown`` → ``suppressed`` (cooldown);
+   policy's ``cooldown`` → ``suppressed`` (cooldown); so does a decision of
+   this policy for this model that a person rejected, counted from the answer
+   (a "no" is not asked again at the next tick);
 5. an acting decision of an action the policy is ``never_with`` lies within
    that exclusion's window (or this tick) → ``suppressed`` (excluded);
 6. the policy already made ``rate_limit.max`` acting decisions for this model
@@ -114,6 +116,12 @@ def decide(policy: LoadedPolicy, model: ManagedModel, at: datetime, ledger: Plan
             return Ruling(DecisionStatus.suppressed.value,
                           f"cooldown: last {action_type} decision {last.id} at {last.created_at.isoformat()}, "
                           f"cooldown {format_duration(spec.cooldown)}")
+        refused = ledger.rejected.get((model.id, policy.name))
+        if refused is not None and refused.at <= at and at - refused.at < spec.cooldown:
+            return Ruling(DecisionStatus.suppressed.value,
+                          f"cooldown: decision {refused.decision_id} was rejected by {refused.by} at "
+                          f"{refused.at.isoformat()}; asked again after the cooldown "
+                          f"{format_duration(spec.cooldown)}")
     for rule in spec.never_with:
         other = ledger.last(model.id, rule.action, before=at + timedelta(microseconds=1))
         if other is not None and (other.tick_at == at or at - other.created_at < rule.within):
