@@ -34,6 +34,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _healthy(address: str) -> bool:
+    """Whether Streamlit answers its health check at ``address`` (False while it is not listening yet)."""
+    try:
+        with urllib.request.urlopen(f"{address}/_stcore/health", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
 @contextmanager
 def served_dashboard(config: Path, log: Path, *, timeout: float = 60.0) -> Iterator[str]:
     """``streamlit run dashboard/app.py`` on a free loopback port over ``config``; yields its address."""
@@ -51,12 +60,8 @@ def served_dashboard(config: Path, log: Path, *, timeout: float = 60.0) -> Itera
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"streamlit exited with status {process.returncode}: {log.read_text()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(f"{address}/_stcore/health", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
+                if _healthy(address):
+                    break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"streamlit did not answer on {address} within {timeout:.0f} s: "
                                        f"{log.read_text()[-2000:]}")
