@@ -94,16 +94,22 @@ class CanaryWorld:
                              verify=verify or {"expect": EXPECT, "within": "3h"})
         with session_scope(self.engine) as session:
             version = queries.record_policy_version(session, name=loaded.name, text=loaded.text)
-            session.add(Decision(model_id=self.model_id, policy_name=policy, policy_sha256=version.sha256,
+        return self.act(Decision(model_id=self.model_id, policy_name=policy, policy_sha256=version.sha256,
                                  action="retrain", params=params, status="proposed", created_at=at, tick_at=at,
-                                 dedup_key=f"{at.isoformat()}/ranker/{policy}"))
+                                 dedup_key=f"{at.isoformat()}/ranker/{policy}"), at)
+
+    def act(self, decision: Decision, at: datetime) -> ActionRun:
+        """Store ``decision``, dispatch and run what is ready at ``at`` as the executor does; the run as it ended."""
+        with session_scope(self.engine) as session:
+            session.add(decision)
         with session_scope(self.engine) as session:
             self.executor.dispatch(session, at)
             ready = self.executor.runnable(session, at)
         for run_id in ready:
             self.executor.run(run_id, at)
         with session_scope(self.engine) as session:
-            return [r for r in queries.action_runs(session, model_id=self.model_id) if r.action == "retrain"][-1]
+            return [r for r in queries.action_runs(session, model_id=self.model_id)
+                    if r.action == decision.action][-1]
 
     def verify(self, at: datetime) -> Any:
         """One verification pass, by a fresh verifier (as a restarted controller would)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from knowledge import queries, registry
+from knowledge import registry
 from knowledge.database import session_scope
 from knowledge.tables import ActionRun, AuditEvent, Decision
 from mape.execute.production_serving import ProductionFollower
@@ -46,17 +46,10 @@ def _served(replicas: LocalReplicaSet) -> list[int]:
 
 
 def _rollback(world: CanaryWorld, at) -> ActionRun:  # type: ignore[no-untyped-def]
-    with session_scope(world.engine) as session:
-        session.add(Decision(model_id=world.model_id, policy_name="manual", action="rollback", params={},
-                             status="approved", created_at=at, tick_at=None, actor="ann", decided_by="ann",
-                             decided_at=at, dedup_key=f"{at.isoformat()}/ranker/rollback"))
-    with session_scope(world.engine) as session:
-        world.executor.dispatch(session, at)
-        ready = world.executor.runnable(session, at)
-    for run_id in ready:
-        world.executor.run(run_id, at)
-    with session_scope(world.engine) as session:
-        return [r for r in queries.action_runs(session, model_id=world.model_id) if r.action == "rollback"][-1]
+    """A person's approved rollback decision, run by the executor."""
+    return world.act(Decision(model_id=world.model_id, policy_name="manual", action="rollback", params={},
+                              status="approved", created_at=at, tick_at=None, actor="ann", decided_by="ann",
+                              decided_at=at, dedup_key=f"{at.isoformat()}/ranker/rollback"), at)
 
 
 def _follower(world: CanaryWorld) -> ProductionFollower:
