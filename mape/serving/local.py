@@ -26,6 +26,7 @@ until they are replaced; :meth:`LocalReplicaSet.roll` replaces them.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -576,6 +577,11 @@ def _get_health(host: str, port: int, timeout: float) -> tuple[dict[str, Any] | 
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return None, f"answers /health with HTTP {exc.code}"
+    except http.client.HTTPException as exc:
+        # Not an HTTP answer. Seen: while a replica is not listening yet, a connection to a loopback port in the
+        # ephemeral range can connect to itself (TCP simultaneous open) and read back its own request line
+        # (BadStatusLine: 'GET /health HTTP/1.1'); the replica is then asked again until its deadline.
+        return None, f"does not answer /health with HTTP: {type(exc).__name__}: {exc}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return None, f"does not answer /health: {reason}"

@@ -191,3 +191,28 @@ def test_a_replica_outlives_the_controller_process_that_started_it_and_controlle
     assert counts == [2, 2]
     assert len(first.members()) == 2 and first.members() == second.members()
     assert first.members()[0] == started
+
+
+def test_a_health_check_that_reads_back_its_own_request_is_not_an_answer_and_is_asked_again():
+    """A connection to a loopback port nobody listens on yet can connect to itself (TCP simultaneous open) and read
+    its own request line back; that is "not answering yet", not a crash of the whole start."""
+    import threading
+
+    from mape.serving.local import _get_health
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def echo() -> None:  # what a self-connected socket does: the request comes back as the "answer"
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(connection.recv(65536))
+
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        answer, why = _get_health("127.0.0.1", port, 5.0)
+        thread.join(5)
+    assert answer is None
+    assert why is not None and why.startswith("does not answer /health with HTTP: BadStatusLine")
