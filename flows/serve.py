@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -44,8 +44,13 @@ def _healthy(api_url: str) -> bool:
 
 
 @contextmanager
-def local_prefect_server(*, port: int, home: Path | None, startup_timeout: float = 120.0) -> Iterator[str]:
-    """Run ``prefect server start`` on 127.0.0.1:``port`` for the duration of the block; yields its API URL."""
+def local_prefect_server(*, port: int, home: Path | None, startup_timeout: float = 120.0,
+                         environment: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Run ``prefect server start`` on 127.0.0.1:``port`` for the duration of the block; yields its API URL.
+
+    ``environment``: server settings (e.g. :func:`flows.prefect_retention.vacuum_environment`); a variable
+    already set in this process's environment wins.
+    """
     api_url = f"http://127.0.0.1:{port}/api"
     if _healthy(api_url):
         log.info("A Prefect server already answers at %s; using it", api_url)
@@ -57,6 +62,8 @@ def local_prefect_server(*, port: int, home: Path | None, startup_timeout: float
     # The scheduler turns the interval schedule into flow runs; its default 60 s loop would delay the
     # first tick by a minute, and a local server can afford a shorter one.
     env.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10")
+    for name, value in (environment or {}).items():
+        env.setdefault(name, value)
     if home is not None:
         home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, cast, func, literal
+from sqlalchemy import BigInteger, Float, Integer, cast, func, literal
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
@@ -193,9 +193,12 @@ def downsampled(
     if only is not None:
         label, values = only
         where.append(Observation.labels[label].as_string().in_(list(values)))
+    weight = cast(func.coalesce(Observation.samples, 1), Float)
     query = (
-        select(Observation.metric, *keys, bucket, func.avg(Observation.value), func.min(Observation.value),
-               func.max(Observation.value), func.count(col(Observation.value)))
+        # a row the retention pass wrote stands for ``samples`` values (knowledge.retention): weighted by them
+        select(Observation.metric, *keys, bucket, func.sum(Observation.value * weight) / func.sum(weight),
+               func.min(func.coalesce(Observation.value_min, Observation.value)),
+               func.max(func.coalesce(Observation.value_max, Observation.value)), func.sum(weight))
         .where(*where)
         .group_by(Observation.metric, *keys, bucket)
         .order_by(Observation.metric, *keys, bucket)

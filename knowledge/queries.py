@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,8 +59,12 @@ _PROMOTED_SUBJECT = re.compile(r"model_id=(\d+) version (\d+)\b")
 
 
 def begin_tick(session: Session, at: datetime, *, controller_id: str, flow_run_id: str | None = None) -> tuple[Tick, bool]:
-    """Return the tick row for logical time ``at`` and whether it is new (False: a repeated tick)."""
-    existing = session.exec(select(Tick).where(Tick.at == at)).first()
+    """Return ``controller_id``'s tick row for logical time ``at`` and whether it is new (False: a repeated tick).
+
+    Each controller has its own ticks: controllers sharing a fleet tick at the same times.
+    """
+    mine = select(Tick).where(Tick.at == at, Tick.controller_id == controller_id)
+    existing = session.exec(mine).first()
     if existing is not None:
         return existing, False
     tick = Tick(at=at, controller_id=controller_id, flow_run_id=flow_run_id)
@@ -69,7 +73,7 @@ def begin_tick(session: Session, at: datetime, *, controller_id: str, flow_run_i
             session.add(tick)
             session.flush()
     except IntegrityError:
-        return session.exec(select(Tick).where(Tick.at == at)).one(), False
+        return session.exec(mine).one(), False
     return tick, True
 
 
@@ -400,8 +404,11 @@ def reschedule_run(session: Session, run: ActionRun, to: datetime, at: datetime,
     return True
 
 
-def decisions_to_dispatch(session: Session) -> list[Decision]:
-    """Decisions that should become action runs and have none yet (proposed, or approved by a person)."""
+def decisions_to_dispatch(session: Session, *, models: Collection[int] | None = None) -> list[Decision]:
+    """Decisions that should become action runs and have none yet (proposed, or approved by a person).
+
+    With ``models``, only the decisions about those models.
+    """
     query = (
         select(Decision)
         .outerjoin(ActionRun, col(ActionRun.decision_id) == Decision.id)
@@ -409,6 +416,8 @@ def decisions_to_dispatch(session: Session) -> list[Decision]:
                col(ActionRun.id).is_(None))
         .order_by(col(Decision.id))
     )
+    if models is not None:
+        query = query.where(col(Decision.model_id).in_(list(models)))
     return list(session.exec(query))
 
 
@@ -760,7 +769,8 @@ def policy_versions_by_id(session: Session, ids: Iterable[int]) -> list[PolicyVe
                              .order_by(col(PolicyVersion.id))))
 
 
-def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str]) -> list[tuple[ActionRun, Decision]]:
+def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str],
+                   models: Collection[int] | None = None) -> list[tuple[ActionRun, Decision]]:
     """The action runs the verification stage looks at, with their decisions, oldest run first.
 
     Runs under verification (``verdict`` pending), and succeeded runs never
@@ -768,7 +778,7 @@ def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str]) -> list[t
     ``policy_sha256s`` (those with ``verify``). A follow-up decision (made by a
     verdict: ``follows_run_id`` set) is never verified itself. A run that
     started a canary is verified only once the canary promoted its candidate
-    (its steps are judged apart: :mod:`mape.plan.canary`).
+    (its steps are judged apart: :mod:`mape.plan.canary`). With ``models``, only those models' runs.
     """
     shas = sorted(set(policy_sha256s))
     condition: Any = col(ActionRun.verdict) == Verdict.pending.value
@@ -780,6 +790,8 @@ def runs_to_verify(session: Session, *, policy_sha256s: Iterable[str]) -> list[t
             col(ActionRun.verdict).is_(None), col(ActionRun.state) == ActionState.succeeded.value,
             col(ActionRun.finished_at).is_not(None), col(Decision.policy_sha256).in_(shas),
             col(Decision.follows_run_id).is_(None), ~unpromoted))
+    if models is not None:
+        condition = and_(condition, col(ActionRun.model_id).in_(list(models)))
     rows = session.exec(
         select(ActionRun, Decision).join(Decision, col(Decision.id) == col(ActionRun.decision_id))
         .where(condition).order_by(col(ActionRun.id))
@@ -838,7 +850,7 @@ def lift_verification_block(session: Session, model_id: int, policy_name: str, *
 
 def tick_times(session: Session, *, since: datetime | None = None, until: datetime | None = None) -> list[datetime]:
     """The logical times of the recorded ticks in ``[since, until]``, oldest first."""
-    query = select(Tick.at)
+    query = select(Tick.at).distinct()
     if since is not None:
         query = query.where(Tick.at >= since)
     if until is not None:
@@ -847,8 +859,9 @@ def tick_times(session: Session, *, since: datetime | None = None, until: dateti
 
 
 def tick_span(session: Session) -> tuple[datetime | None, datetime | None, int]:
-    """The first and the last recorded tick, and how many there are (one query)."""
-    first, last, count = session.exec(select(func.min(Tick.at), func.max(Tick.at), func.count(col(Tick.id)))).one()
+    """The first and the last recorded tick, and how many logical times there are (one query)."""
+    first, last, count = session.exec(select(func.min(Tick.at), func.max(Tick.at),
+                                             func.count(func.distinct(Tick.at)))).one()
     return (ensure_utc(first) if first is not None else None, ensure_utc(last) if last is not None else None,
             int(count or 0))
 

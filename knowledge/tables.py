@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
@@ -161,11 +161,13 @@ class KnowledgeBase(SQLModel, table=True):
 
 
 class Tick(SQLModel, table=True):
-    """One iteration of the loop, keyed by its logical time so a repeated tick is recognised."""
+    """One iteration of one controller's loop, keyed by its logical time so a repeated tick is recognised."""
 
     __tablename__ = "tick"
+    # one row per controller and logical time: controllers sharing a fleet (model leases) tick at the same times
+    __table_args__ = (UniqueConstraint("controller_id", "at", name="uq_tick_controller_at"),)
     id: Optional[int] = Field(default=None, primary_key=True)
-    at: datetime = Field(unique=True, index=True)
+    at: datetime = Field(index=True)
     controller_id: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
@@ -178,7 +180,10 @@ class Observation(SQLModel, table=True):
     """One measured value: a metric of a model at a time, from a sensor."""
 
     __tablename__ = "observation"
-    __table_args__ = (Index("ix_observation_model_metric_time", "model_id", "metric", "time"),)
+    __table_args__ = (Index("ix_observation_model_metric_time", "model_id", "metric", "time"),
+                      # the raw rows by time, for the retention pass (knowledge.retention); downsampled rows leave it
+                      Index("ix_observation_raw_time", "time", sqlite_where=text("samples IS NULL"),
+                            postgresql_where=text("samples IS NULL")))
     id: Optional[int] = Field(default=None, primary_key=True)
     time: datetime
     model_id: int = Field(foreign_key="managed_model.id")
@@ -186,6 +191,12 @@ class Observation(SQLModel, table=True):
     metric: str = Field(max_length=200)
     value: Optional[float] = None
     labels: dict[str, Any] = _json(description="Dimensions of the value, e.g. feature and test.")
+    samples: Optional[int] = Field(
+        default=None, description="null: a raw measurement. Set by the retention pass (knowledge.retention): the row "
+                                  "stands for the bucket [time, time + bucket) and value is the mean of this many "
+                                  "values (0: every raw value was null).")
+    value_min: Optional[float] = Field(default=None, description="Downsampled rows: the smallest value of the bucket.")
+    value_max: Optional[float] = Field(default=None, description="Downsampled rows: the largest value of the bucket.")
 
 
 def new_observation(*, time: datetime, model_id: int, sensor: str, metric: str, value: float | None,
@@ -619,3 +630,58 @@ class DeferralShadow(SQLModel, table=True):
 
     def __str__(self) -> str:
         return f"shadow search {self.id} ({self.key} at {self.issued_at.isoformat()}, {self.status})"
+
+
+class ControllerMember(SQLModel, table=True):
+    """A controller process that shares the fleet, while its membership lasts (renewed with its model leases).
+
+    The live members decide each one's fair share of the models
+    (:mod:`knowledge.leases`); a member that stops renewing drops out when
+    ``expires_at`` passes, and a clean shutdown deletes its row at once.
+    """
+
+    __tablename__ = "controller_member"
+    controller_id: str = Field(primary_key=True, max_length=200)
+    process: str = Field(default="", max_length=300, description="host/boot/pid/start of the renewing process.")
+    joined_at: datetime
+    renewed_at: datetime
+    expires_at: datetime = Field(index=True)
+
+
+class ModelLease(SQLModel, table=True):
+    """Which controller acts for a model, until when: the lease behind scale-out (:mod:`knowledge.leases`).
+
+    A lease is held while ``expires_at`` is in the future; its holder renews
+    it, another controller may take it once it has expired. ``epoch`` counts
+    the changes of holder: it fences work started under an older lease. An
+    empty ``holder`` is a lease nobody holds.
+    """
+
+    __tablename__ = "model_lease"
+    model_id: int = Field(primary_key=True, foreign_key="managed_model.id")
+    holder: str = Field(default="", max_length=200, index=True)
+    epoch: int = 0
+    acquired_at: Optional[datetime] = None
+    renewed_at: Optional[datetime] = None
+    expires_at: datetime
+
+    def __str__(self) -> str:
+        return f"lease of model_id={self.model_id} (holder {self.holder or 'none'}, epoch {self.epoch})"
+
+
+class RetentionState(SQLModel, table=True):
+    """When the retention pass last ran (:mod:`knowledge.retention`): one row, written by migration 0012.
+
+    Processes and ticks claim a pass by moving ``started_at`` with one
+    conditional UPDATE, so a pass runs at most once per period however many
+    controllers share the knowledge base.
+    """
+
+    __tablename__ = "retention_state"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    started_at: Optional[datetime] = Field(default=None, description="Logical time of the last pass claimed.")
+    finished_at: Optional[datetime] = Field(default=None, description="Wall-clock end of that pass; null while it runs.")
+    complete: Optional[bool] = Field(default=None, description="False: its time budget stopped it (the next tick "
+                                                               "goes on).")
+    claimed_by: str = Field(default="", max_length=300)
+    report: dict[str, Any] = _json(description="What the last pass did (RetentionReport).")

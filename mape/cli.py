@@ -94,6 +94,51 @@ def db_current(config: ConfigOption = None) -> None:
     typer.echo(f"current: {current or 'none'}; head: {head}; {'up to date' if current == head else 'needs upgrade'}")
 
 
+@db_app.command("prune")
+def db_prune(config: ConfigOption = None,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what a pass would do; change nothing.")]
+             = False,
+             vacuum: Annotated[bool, typer.Option("--vacuum", help="Then give the freed space back to the file system "
+                                                  "(SQLite VACUUM: locks out every writer while it rewrites the file; "
+                                                  "PostgreSQL VACUUM of the two tables).")] = False) -> None:
+    """Run the retention pass now (``retention`` settings) and print its report as JSON."""
+    import time as _time
+
+    from knowledge import retention
+    from knowledge.database import create_engine_for
+    from knowledge.migrate import upgrade
+    from mape._util.timeutil import utcnow
+
+    settings = _settings(config)
+    upgrade(settings.db_url)
+    engine = create_engine_for(settings.db_url)
+    policy = settings.retention
+    try:
+        args = dict(at=utcnow(), raw_for=policy.raw_for, bucket=policy.bucket, batch_rows=policy.batch_rows)
+        if dry_run:
+            report = retention.thin(engine, dry_run=True, **args)
+        else:
+            report = retention.run_pass(engine, claimed_by=f"{settings.controller_id} (mape db prune)", force=True,
+                                        **args)
+            assert report is not None
+        result: dict[str, Any] = report.model_dump(mode="json")
+        if vacuum and not dry_run:
+            started = _time.monotonic()
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                if engine.dialect.name == "sqlite":
+                    connection.exec_driver_sql("VACUUM")
+                else:
+                    connection.exec_driver_sql("VACUUM observation")
+                    connection.exec_driver_sql("VACUUM tick")
+                result["vacuum_seconds"] = round(_time.monotonic() - started, 3)
+                result["storage_after_vacuum"] = retention.storage(connection)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        _fail(f"the retention pass failed: {type(exc).__name__}: {exc}", code=1)
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(result, indent=2))
+
+
 # ---------------------------------------------------------------------------------------------- loop
 
 
@@ -117,15 +162,24 @@ def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--ve
     """The long-running controller: serve the tick flow every ``tick_interval`` until SIGTERM."""
     _logging(verbose)
     settings = _settings(config)
+    if settings.leases.enabled and "MAPE_CONTROLLER_ID" not in os.environ and not _configured_id(settings):
+        # controllers sharing a fleet need names of their own; the tick processes inherit this one
+        import socket
+
+        os.environ["MAPE_CONTROLLER_ID"] = f"{settings.controller_id}@{socket.gethostname()}-{os.getpid()}"
+        settings = _settings(config)
     _apply_prefect_settings(settings)
     from contextlib import nullcontext
 
+    from flows.prefect_retention import vacuum_environment
     from flows.serve import local_prefect_server, serve
 
+    keeper = _lease_keeper(settings) if settings.leases.enabled else None
     config_file = str(settings.config_file) if settings.config_file else None
     external = os.environ.get("PREFECT_API_URL")
     server = nullcontext(external) if external else local_prefect_server(
-        port=settings.prefect.server_port, home=settings.prefect.home)
+        port=settings.prefect.server_port, home=settings.prefect.home,
+        environment=vacuum_environment(settings.retention))
     metrics = _metrics_loop(settings) if settings.metrics.enabled else None
     try:
         with server as api_url:
@@ -135,13 +189,41 @@ def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--ve
             if metrics is not None:
                 endpoint = metrics.start(settings.metrics.host, settings.metrics.port)
                 typer.echo(f"metrics on {endpoint.url}")
-            serve(config_file, interval=settings.tick_interval)
+            if keeper is not None:
+                keeper.start()
+                typer.echo(f"sharing the fleet through model leases: holds {len(keeper.last.held) if keeper.last else 0}"
+                           f" of {len(settings.models)} models; renewed every {settings.leases.renew_every}")
+            # each controller serves a deployment of its own name: controllers sharing a fleet each tick
+            serve(config_file, interval=settings.tick_interval,
+                  name=settings.controller_id if keeper is not None else "mape-controller")
     except (RuntimeError, OSError) as exc:
         _fail(str(exc), code=1)
     finally:
         if metrics is not None:
             metrics.stop()
+        if keeper is not None:
+            keeper.stop(leave=True)  # the others take the models at their next round, not after the leases expire
     typer.echo("mape controller stopped")
+
+
+def _configured_id(settings: Any) -> bool:
+    """Whether ``controller_id`` was set (in the file or the environment), not left at its default."""
+    return "controller_id" in settings.model_fields_set
+
+
+def _lease_keeper(settings: Any) -> Any:
+    """The keeper of this controller's model leases (``leases.enabled``): renewed in this long-lived process."""
+    from knowledge.database import create_engine_for
+    from knowledge.migrate import upgrade
+    from knowledge import registry
+    from knowledge.database import session_scope
+    from mape.fleet import LeaseKeeper
+
+    upgrade(settings.db_url)
+    engine = create_engine_for(settings.db_url)
+    with session_scope(engine) as session:  # the fleet's models exist before the first tick registers them
+        registry.sync_models(session, settings.models, actor=settings.controller_id)
+    return LeaseKeeper(engine, settings)
 
 
 def _metrics_loop(settings: Any) -> Any:
@@ -967,7 +1049,10 @@ def carbon_backtest(
 
 from mape.cli_people import decisions_app, policy_mode, users_app  # noqa: E402 - it uses the helpers above, inside its commands
 
+from mape.cli_fleet import leases_command  # noqa: E402 - the same
+
 policy_app.command("mode")(policy_mode)
+app.command("leases")(leases_command)
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(users_app, name="users")
 

@@ -895,6 +895,75 @@ class MetricsSettings(_Strict):
     _d = field_validator("interval", mode="before")(_duration)
 
 
+class LeaseSettings(_Strict):
+    """Several controllers sharing one fleet: each model is acted for by the controller that holds its lease.
+
+    Off (the default), a controller acts for every configured model. On, each
+    controller (with its own ``controller_id``, e.g. its pod's name) holds the
+    leases of its fair share of the models in the knowledge base, renews them
+    every ``renew_every`` and takes those of a controller that stopped
+    renewing once they expire (:mod:`knowledge.leases`).
+    """
+
+    enabled: bool = Field(False, description="Share the fleet with other controllers through model leases.")
+    duration: timedelta = Field(timedelta(seconds=15), description="How long a lease lasts unless renewed, e.g. 15s.")
+    renew_every: timedelta = Field(timedelta(seconds=10),
+                                   description="How often `mape run` renews its leases and takes free ones, e.g. 10s.")
+
+    _d = field_validator("duration", "renew_every", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> LeaseSettings:
+        if self.renew_every <= timedelta(0):
+            raise ValueError(f"leases.renew_every must be longer than 0, got {self.renew_every}")
+        if self.duration <= self.renew_every:
+            raise ValueError(f"leases.duration ({self.duration}) must be longer than leases.renew_every "
+                             f"({self.renew_every}), or a live controller's leases would lapse between renewals")
+        return self
+
+
+class RetentionConfig(_Strict):
+    """How the knowledge base stays bounded (:mod:`knowledge.retention`), and Prefect's own database with it.
+
+    Each tick runs a retention pass when one is due (at most once per
+    ``every``, shared by every controller of the knowledge base): raw
+    observations older than ``raw_for`` become one row per series and
+    ``bucket`` (mean, count, min, max), old ticks lose their report; evidence,
+    decisions, action runs, versions, policies and the audit trail are kept.
+    """
+
+    enabled: bool = Field(True, description="Run the retention pass from the tick (`mape db prune` runs it anyway).")
+    raw_for: timedelta = Field(timedelta(days=7), description="Raw observations and tick reports are kept this long "
+                                                              "as they are, e.g. 7d.")
+    bucket: timedelta = Field(timedelta(hours=1), description="Older observations become one row per series and "
+                                                              "bucket of this width (whole seconds), e.g. 1h.")
+    every: timedelta = Field(timedelta(hours=1), description="At most one pass per this long, e.g. 1h.")
+    budget: timedelta = Field(timedelta(seconds=30), description="Wall-clock time a tick's pass may take; a pass "
+                                                                 "that runs out goes on at the next tick.")
+    batch_rows: int = Field(50_000, ge=100, le=10_000_000, description="Raw rows per batch (one transaction each).")
+    prefect_flow_runs_for: timedelta = Field(
+        timedelta(days=7), description="The local Prefect server `mape run` starts deletes finished flow runs "
+                                       "(with their logs and artifacts) this old, and events too (Prefect's db_vacuum "
+                                       "service); at least 1h.")
+
+    _d = field_validator("raw_for", "bucket", "every", "budget", "prefect_flow_runs_for", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _sensible(self) -> "RetentionConfig":
+        for name in ("raw_for", "bucket", "every", "budget"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"retention.{name} must be longer than 0, got {getattr(self, name)}")
+        if self.bucket % timedelta(seconds=1):
+            raise ValueError(f"retention.bucket must be a whole number of seconds, got {self.bucket}")
+        if self.bucket > self.raw_for:
+            raise ValueError(f"retention.bucket ({self.bucket}) must not be longer than retention.raw_for "
+                             f"({self.raw_for})")
+        if self.prefect_flow_runs_for <= timedelta(hours=1):
+            raise ValueError(f"retention.prefect_flow_runs_for must be longer than 1h (Prefect's minimum), got "
+                             f"{self.prefect_flow_runs_for}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the engine needs, with a default for each field."""
 
@@ -939,6 +1008,10 @@ class Settings(BaseSettings):
         None, description="PromQL queries run against a Prometheus server for every model each tick (serving "
                           "latency, error rate, ...); none: no Prometheus sensor.")
     metrics: MetricsSettings = MetricsSettings()
+    leases: LeaseSettings = Field(LeaseSettings(), description="Scale-out: controllers sharing the fleet through "
+                                                               "model leases (off: this controller acts for all).")
+    retention: RetentionConfig = Field(RetentionConfig(), description="Keeps the knowledge base (and the local "
+                                                                      "Prefect server's database) bounded.")
     energy_metering: bool = Field(
         True, description="Measure the energy of every action with codecarbon (offline, process mode) and record "
                           "it, and its emissions at the grid's intensity, on the action run.")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from knowledge import audit, queries, registry
+from knowledge import audit, queries, registry, retention
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
 from knowledge.tables import ActionRun, Decision, DecisionStatus, ManagedModel, Tick
@@ -36,6 +36,7 @@ from mape.execute import actions as _builtin_actions  # noqa: F401  (registers r
 from mape.execute.canary import CanaryRollout
 from mape.execute.production_serving import ProductionFollower
 from mape.execute.executor import Executor
+from mape.fleet import LeaseKeeper
 from mape.execute.reconcile import FlowRuns, reconcile
 from mape.execute.registry import ActionRegistry, default_registry
 from mape.monitor.stage import Monitor
@@ -93,6 +94,8 @@ class TickReport(BaseModel):
     canaries: list[str] = Field(
         default_factory=list, description="Canary steps judged in this tick, and canaries widened, promoted or "
                                           "aborted.")
+    retention: dict[str, Any] | None = Field(
+        None, description="The retention pass this tick ran (knowledge.retention.RetentionReport); none: not due.")
 
 
 def _identity(name: str, fn: Callable[..., T]) -> Callable[..., T]:
@@ -137,7 +140,8 @@ class Controller:
         self.executor = Executor(self.engine, actions, models={m.name: m for m in settings.models},
                                  artifacts_dir=settings.artifacts_uri or Path(settings.artifacts_dir), actor=settings.controller_id,
                                  notifications=settings.notifications, serving_dir=Path(settings.serving_dir),
-                                 energy_metering=settings.energy_metering)
+                                 energy_metering=settings.energy_metering,
+                                 lease_holder=settings.controller_id if settings.leases.enabled else None)
         self.rollout = CanaryRollout(self.engine, models={m.name: m for m in settings.models},
                                      serving_dir=Path(settings.serving_dir), actor=settings.controller_id)
         self.follower = ProductionFollower(self.engine, models={m.name: m for m in settings.models},
@@ -149,6 +153,8 @@ class Controller:
         self.verifier = Verifier(actor=settings.controller_id, max_age=settings.effective_signal_max_age)
         with session_scope(self.engine) as session:
             registry.sync_models(session, settings.models, actor=settings.controller_id)
+        #: With leases on, the keeper of this controller's model leases; it acts only for the models it holds.
+        self.leases = LeaseKeeper(self.engine, settings) if settings.leases.enabled else None
         self.reload_policies()
 
     # ------------------------------------------------------------------ policies
@@ -254,15 +260,30 @@ class Controller:
     # ------------------------------------------------------------------ stages
 
     def _model_ids(self, session: Any) -> dict[str, int]:
+        """The configured models this controller acts for, by name: all, or with leases on those it holds."""
         configured = {m.name for m in self.settings.models}
-        return {name: m.id for name, m in queries.models_by_name(session).items() if name in configured}
+        owned = self.owned()
+        return {name: m.id for name, m in queries.models_by_name(session).items()
+                if name in configured and (owned is None or m.id in owned)}
+
+    def owned(self) -> frozenset[int] | None:
+        """The ids of the models whose lease this controller holds now; None with leases off (it acts for all).
+
+        Read afresh at each stage, so a lease lost during a long tick stops
+        this controller from acting for its model at the next stage (and the
+        executor's claim is fenced on the lease itself).
+        """
+        return None if self.leases is None else self.leases.owned()
 
     def begin(self, at: datetime, flow_run_id: str | None = None) -> bool:
         """Record the tick; False when a tick at this ``at`` already finished (a repeated tick).
 
         A tick row left unfinished by a crashed process is run again: the
-        analyzer and planner are idempotent per ``at``.
+        analyzer and planner are idempotent per ``at``. With leases on, the
+        controller first renews and takes its leases (:meth:`LeaseKeeper.round`).
         """
+        if self.leases is not None:
+            self.leases.round()
         with session_scope(self.engine) as session:
             tick, new = queries.begin_tick(session, at, controller_id=self.settings.controller_id,
                                            flow_run_id=flow_run_id)
@@ -279,7 +300,9 @@ class Controller:
 
     def sense(self, at: datetime) -> dict[str, Any]:
         with session_scope(self.engine) as session:
-            report = self.monitor.run(session, self._model_ids(session), at)
+            mine = self._model_ids(session)
+            others = set() if self.leases is None else {m.name for m in self.settings.models} - set(mine)
+            report = self.monitor.run(session, mine, at, others=others)
         return _as_dict(report)
 
     def analyze(self, at: datetime) -> dict[str, Any]:
@@ -295,7 +318,7 @@ class Controller:
         from this tick on.
         """
         with session_scope(self.engine) as session:
-            report = self.verifier.verify(session, at)
+            report = self.verifier.verify(session, at, models=self.owned())
         return _as_dict(report)
 
     def canary(self, at: datetime) -> dict[str, Any]:
@@ -306,8 +329,9 @@ class Controller:
         It runs after verification, which judges the steps, and before
         planning, so a canary that ends frees its model in the same tick.
         """
-        moved = self.rollout.advance(at).as_dict()
-        followed = self.follower.follow(at).as_dict()
+        owned = self.owned()
+        moved = self.rollout.advance(at, models=owned).as_dict()
+        followed = self.follower.follow(at, models=owned).as_dict()
         return {**moved, "production_rolls": followed["production_rolls"],
                 "errors": [*(moved.get("errors") or []), *followed["errors"]]}
 
@@ -326,9 +350,10 @@ class Controller:
         does so unless its planning ran, since only planning cancels a deferred
         run whose policy stopped firing while it waited.
         """
+        owned = self.owned()
         with session_scope(self.engine) as session:
-            self.executor.dispatch(session, at)
-            return self.executor.runnable(session, at, deferred=deferred)
+            self.executor.dispatch(session, at, models=owned)
+            return self.executor.runnable(session, at, deferred=deferred, models=owned)
 
     def run_action(self, run_id: int, at: datetime, flow_run_id: str | None = None) -> None:
         self.executor.run(run_id, at, flow_run_id=flow_run_id)
@@ -341,24 +366,52 @@ class Controller:
         """
         settings = self.settings.notifications
         with session_scope(self.engine) as session:
-            enqueue_tick(session, settings, at,
-                         policy_channels={p.name: p.policy.spec.notify for p in self.policies})
+            enqueue_tick(session, settings, at, policy_channels={p.name: p.policy.spec.notify for p in self.policies},
+                         models=self.owned())
         report = deliver(self.engine, settings, at, actor=self.settings.controller_id)
         return {**report.as_dict(), "problems": report.problems}
 
+    def retain(self, at: datetime) -> dict[str, Any] | None:
+        """Thin the knowledge base if a retention pass is due (:mod:`knowledge.retention`); its report, or None.
+
+        Due at most once per ``retention.every`` among every process sharing
+        the knowledge base (claimed in ``retention_state``); a pass that ran
+        out of ``retention.budget`` goes on at the next tick.
+        """
+        config = self.settings.retention
+        if not config.enabled:
+            return None
+        result = retention.run_if_due(self.engine, at=at, every=config.every, raw_for=config.raw_for,
+                                      bucket=config.bucket, claimed_by=self.settings.controller_id,
+                                      batch_rows=config.batch_rows, budget=config.budget)
+        if result is None:
+            return None
+        if result.changed:
+            with session_scope(self.engine) as session:
+                audit.record(session, actor=self.settings.controller_id, kind="knowledge.retention",
+                             subject="observation", payload=result.model_dump(mode="json"), time=at)
+        log.info("Retention pass at %s: %d raw observations folded into %d bucket rows, %d tick reports emptied "
+                 "in %.1fs.", at.isoformat(), result.raw_rows_replaced, result.bucket_rows_written,
+                 result.tick_reports_pruned, result.seconds)
+        return result.model_dump(mode="json")
+
     def finish(self, at: datetime, report: TickReport) -> TickReport:
+        owned = self.owned()
         with session_scope(self.engine) as session:
-            tick = session.exec(select(Tick).where(Tick.at == at)).one()
+            tick = session.exec(select(Tick).where(Tick.at == at,
+                                                   Tick.controller_id == self.settings.controller_id)).one()
             names = {m.id: m.name for m in session.exec(select(ManagedModel))}
             report.decisions = [
                 DecisionSummary(id=d.id, model=names.get(d.model_id, str(d.model_id)), policy=d.policy_name,
                                 action=d.action, status=d.status, reason=d.reason)
                 for d in session.exec(select(Decision).where(Decision.tick_at == at).order_by(Decision.id))
+                if owned is None or d.model_id in owned
             ]
             report.actions = [
                 ActionSummary(id=r.id, model=names.get(r.model_id, str(r.model_id)), action=r.action, state=r.state,
                               result=r.result, message=r.message)
                 for r in session.exec(select(ActionRun).where(ActionRun.updated_at == at).order_by(ActionRun.id))
+                if owned is None or r.model_id in owned
             ]
             status = "failed" if report.errors else "succeeded"
             queries.finish_tick(session, tick, status=status, summary=report.model_dump(mode="json"))
@@ -415,6 +468,11 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - notifications never stop the loop
             log.exception("Notifications failed at %s", at)
             report.errors.append(f"notify: {type(exc).__name__}: {exc}")
+        try:  # last: thinning the knowledge base waits for everything the tick had to do
+            report.retention = wrap("retain", self.retain)(at)
+        except Exception as exc:  # noqa: BLE001 - retention never fails the tick
+            log.exception("The retention pass failed at %s", at)
+            report.warnings.append(f"retention: {type(exc).__name__}: {exc}")
         return wrap("finish", self.finish)(at, report)
 
     # ------------------------------------------------------------------ people

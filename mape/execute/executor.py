@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,8 +50,9 @@ from sqlmodel import Session, col, select
 
 from knowledge import audit, queries
 from knowledge.database import session_scope
+from knowledge.leases import holds_clause
 from knowledge.tables import ActionRun, ActionState, Decision, ManagedModel
-from mape._util.timeutil import ensure_utc
+from mape._util.timeutil import ensure_utc, utcnow
 from mape.config import ModelConfig, NotificationSettings
 from mape.data.artifacts import Location
 from mape.data.energy import measure_energy
@@ -106,8 +107,9 @@ class Executor:
                  artifacts_dir: Location, actor: str = "controller",
                  source_factory: Callable[..., TableSource] = open_source,
                  notifications: NotificationSettings | None = None, serving_dir: Path = Path("serving"),
-                 energy_metering: bool = False) -> None:
+                 energy_metering: bool = False, lease_holder: str | None = None) -> None:
         self.engine = engine
+        self.lease_holder = lease_holder
         self.energy_metering = energy_metering
         self.serving_dir = serving_dir
         self.registry = registry
@@ -119,15 +121,17 @@ class Executor:
 
     # ------------------------------------------------------------------ dispatch
 
-    def dispatch(self, session: Session, at: datetime) -> list[ActionRun]:
+    def dispatch(self, session: Session, at: datetime, *, models: Collection[int] | None = None) -> list[ActionRun]:
         """Create a run for every decision that should act and has none; time out stale runs.
 
         The run is ``pending`` (runnable now), or ``scheduled`` for the
-        decision's ``not_before`` when its policy defers the action.
+        decision's ``not_before`` when its policy defers the action. With
+        ``models``, only the decisions and runs of those models (the ones this
+        controller holds the leases of).
         """
-        self._time_out_stale(session, at)
+        self._time_out_stale(session, at, models)
         created: list[ActionRun] = []
-        for decision in queries.decisions_to_dispatch(session):
+        for decision in queries.decisions_to_dispatch(session, models=models):
             run = ActionRun(decision_id=decision.id, model_id=decision.model_id, action=decision.action,
                             params=decision.params, idempotency_key=idempotency_key(decision),
                             created_at=at, updated_at=at)
@@ -160,8 +164,11 @@ class Executor:
             return f"invalid parameter {'.'.join(map(str, first['loc']))} of {decision.action}: {first['msg']}"
         return None
 
-    def _time_out_stale(self, session: Session, at: datetime) -> None:
-        for run in session.exec(select(ActionRun).where(ActionRun.state == S.running.value)):
+    def _time_out_stale(self, session: Session, at: datetime, models: Collection[int] | None = None) -> None:
+        running = select(ActionRun).where(ActionRun.state == S.running.value)
+        if models is not None:
+            running = running.where(col(ActionRun.model_id).in_(list(models)))
+        for run in session.exec(running):
             spec = self.registry.get(run.action) if run.action in self.registry else None
             if spec is None or spec.timeout is None or run.started_at is None:
                 continue
@@ -181,15 +188,20 @@ class Executor:
                                  payload={"decision": run.decision_id, "attempts": run.attempts,
                                           "claimed_by": run.claimed_by})
 
-    def runnable(self, session: Session, at: datetime, *, deferred: bool = True) -> list[int]:
-        """Ids of pending runs whose time has come, oldest first; ``deferred=False`` leaves ``scheduled`` runs out."""
+    def runnable(self, session: Session, at: datetime, *, deferred: bool = True,
+                 models: Collection[int] | None = None) -> list[int]:
+        """Ids of pending runs whose time has come, oldest first; ``deferred=False`` leaves ``scheduled`` runs out.
+
+        With ``models``, only those models' runs.
+        """
         states = [S.pending.value, S.scheduled.value] if deferred else [S.pending.value]
-        return list(session.exec(
-            select(ActionRun.id)
-            .where(col(ActionRun.state).in_(states),
-                   or_(col(ActionRun.scheduled_for).is_(None), col(ActionRun.scheduled_for) <= at))
-            .order_by(col(ActionRun.id))
-        ).all())
+        query = (select(ActionRun.id)
+                 .where(col(ActionRun.state).in_(states),
+                        or_(col(ActionRun.scheduled_for).is_(None), col(ActionRun.scheduled_for) <= at))
+                 .order_by(col(ActionRun.id)))
+        if models is not None:
+            query = query.where(col(ActionRun.model_id).in_(list(models)))
+        return list(session.exec(query).all())
 
     # ------------------------------------------------------------------ run
 
@@ -200,10 +212,14 @@ class Executor:
         its model is ``running``: one compare-and-set ``UPDATE`` decides all
         three. On PostgreSQL the model's row is locked first, so two claims for
         runs of one model are serialised; SQLite serialises writers anyway.
+        With a ``lease_holder`` (controllers sharing a fleet), the same
+        ``UPDATE`` also requires the model's lease to be this controller's
+        now: a controller whose lease lapsed cannot start its model's work.
         """
         other = aliased(ActionRun)
         busy = exists().where(other.model_id == ActionRun.model_id, other.state == S.running.value,
                               other.id != ActionRun.id)
+        fence = [holds_clause(ActionRun.model_id, self.lease_holder, utcnow())] if self.lease_holder else []
         with self.engine.begin() as conn:
             if conn.dialect.name != "sqlite":
                 model_of_run = sa_select(ActionRun.model_id).where(col(ActionRun.id) == run_id).scalar_subquery()
@@ -211,7 +227,7 @@ class Executor:
             result = conn.execute(
                 update(ActionRun)
                 .where(col(ActionRun.id) == run_id,
-                       col(ActionRun.state).in_([S.pending.value, S.scheduled.value]), ~busy)
+                       col(ActionRun.state).in_([S.pending.value, S.scheduled.value]), ~busy, *fence)
                 .values(state=S.running.value, attempts=col(ActionRun.attempts) + 1, started_at=at,
                         updated_at=at, flow_run_id=flow_run_id, claimed_by=str(this_process()))
             )

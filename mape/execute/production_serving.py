@@ -28,6 +28,7 @@ pipeline does that, and nothing is sent).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -141,8 +142,11 @@ class ProductionFollower:
         self.actor = actor
         self._followed: dict[str, int] = {}  # model name -> production version id its replicas were found serving
 
-    def follow(self, at: datetime) -> FollowReport:
-        """Roll the replicas of each served model whose production changed since this controller last looked."""
+    def follow(self, at: datetime, *, models: Collection[int] | None = None) -> FollowReport:
+        """Roll the replicas of each served model whose production changed since this controller last looked.
+
+        With ``models``, only those models (by id).
+        """
         report = FollowReport()
         served = {name: cfg for name, cfg in self.models.items() if cfg.serving is not None}
         if not served:
@@ -154,6 +158,8 @@ class ProductionFollower:
             for name in sorted(served):
                 model = stored.get(name)
                 if model is None or model.id is None or model.id in busy:
+                    continue
+                if models is not None and model.id not in models:
                     continue
                 production = registry.production_version(session, model.id)
                 if production is None or production.id is None or self._followed.get(name) == production.id:

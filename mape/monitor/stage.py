@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -271,8 +271,13 @@ class Monitor:
         self._quality_sensors: dict[str, tuple[tuple[int, int], DataQualitySensor]] = {}
         self._last_good: dict[tuple[str, str], _LastGood] = {}
 
-    def run(self, session: Session, model_ids: Mapping[str, int], at: datetime) -> MonitorReport:
-        """Measure every model at logical time ``at`` and write the observations (flushed, not committed)."""
+    def run(self, session: Session, model_ids: Mapping[str, int], at: datetime, *,
+            others: Collection[str] = ()) -> MonitorReport:
+        """Measure every model at logical time ``at`` and write the observations (flushed, not committed).
+
+        ``others``: configured models another controller acts for (it holds
+        their leases); they are left out without a word.
+        """
         at = ensure_utc(at)
         summaries: list[ModelSummary] = []
         errors: list[StageError] = []
@@ -284,6 +289,8 @@ class Monitor:
         canaries = canary_versions(session, list(model_ids.values()))
         for cfg in self.models:
             model_id = model_ids.get(cfg.name)
+            if model_id is None and cfg.name in others:
+                continue
             production = None if model_id is None else productions.get(model_id)
             if model_id is None or production is None:
                 problem = "is not registered in the knowledge base" if model_id is None else "has no production version"

@@ -20,8 +20,9 @@ queueing anything twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -40,34 +41,41 @@ _FAILED_RUNS = (ActionState.failed.value, ActionState.timed_out.value)
 
 
 def enqueue_tick(session: Session, settings: NotificationSettings, at: datetime, *,
-                 policy_channels: Mapping[str, Sequence[str]] | None = None) -> list[Row]:
+                 policy_channels: Mapping[str, Sequence[str]] | None = None,
+                 models: Collection[int] | None = None) -> list[Row]:
     """Queue the notifications of the tick at ``at``; returns the rows created now.
 
     ``policy_channels`` maps a policy's name to its ``spec.notify`` channels,
-    which receive every event about that policy's decisions.
+    which receive every event about that policy's decisions. With ``models``,
+    only the events about those models (the ones this controller holds the
+    leases of: controllers sharing a fleet tick at the same times).
     """
     if not settings.channels:
         return []
     at = ensure_utc(at)
     extra = policy_channels or {}
     created: list[Row] = []
-    for decision in session.exec(select(Decision).where(Decision.tick_at == at, col(Decision.status).in_(
-            list(_DECISION_EVENTS))).order_by(col(Decision.id))):
+    def of_models(query: Any, column: Any) -> Any:
+        return query if models is None else query.where(col(column).in_(list(models)))
+
+    for decision in session.exec(of_models(select(Decision).where(Decision.tick_at == at, col(Decision.status).in_(
+            list(_DECISION_EVENTS))), Decision.model_id).order_by(col(Decision.id))):
         created += enqueue(session, settings, _DECISION_EVENTS[decision.status], at=at, decision=decision,
                            channels=extra.get(decision.policy_name, ()))
-    for decision in session.exec(select(Decision).where(Decision.status == DecisionStatus.expired.value,
-                                                        Decision.decided_at == at).order_by(col(Decision.id))):
+    for decision in session.exec(of_models(select(Decision).where(
+            Decision.status == DecisionStatus.expired.value, Decision.decided_at == at),
+            Decision.model_id).order_by(col(Decision.id))):
         created += enqueue(session, settings, "approval_expired", at=at, decision=decision,
                            channels=extra.get(decision.policy_name, ()),
                            detail=f"nobody approved or rejected it by {at.isoformat()}")
-    for run in session.exec(select(ActionRun).where(ActionRun.updated_at == at, col(ActionRun.state).in_(
-            list(_FAILED_RUNS))).order_by(col(ActionRun.id))):
+    for run in session.exec(of_models(select(ActionRun).where(ActionRun.updated_at == at, col(ActionRun.state).in_(
+            list(_FAILED_RUNS))), ActionRun.model_id).order_by(col(ActionRun.id))):
         decision = session.get(Decision, run.decision_id)
         created += enqueue(session, settings, "action_failed", at=at, decision=decision, run=run,
                            channels=extra.get(decision.policy_name, ()) if decision is not None else (),
                            detail=f"{run.state} after {run.attempts} attempt(s): {run.message}")
-    for run in session.exec(select(ActionRun).where(ActionRun.verdict_at == at, col(ActionRun.verdict).in_(
-            [Verdict.failed.value, Verdict.inconclusive.value])).order_by(col(ActionRun.id))):
+    for run in session.exec(of_models(select(ActionRun).where(ActionRun.verdict_at == at, col(ActionRun.verdict).in_(
+            [Verdict.failed.value, Verdict.inconclusive.value])), ActionRun.model_id).order_by(col(ActionRun.id))):
         outcome = dict((run.verification or {}).get("outcome") or {})
         if outcome.get("outcome") == "escalated":
             event = "escalation"

@@ -38,7 +38,7 @@ verification pass.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,10 +85,14 @@ class CanaryJudge:
         self.condition = condition
         self.contexts = contexts
 
-    def judge(self, session: Session, at: datetime, report: VerificationReport) -> None:
-        """Count this tick's evaluation of every baking step, and take the verdicts that are due (flushed)."""
+    def judge(self, session: Session, at: datetime, report: VerificationReport, *,
+              models: Collection[int] | None = None) -> None:
+        """Count this tick's evaluation of every baking step, and take the verdicts that are due (flushed).
+
+        With ``models``, only those models' canaries.
+        """
         due: list[tuple[Canary, ActionRun, Decision]] = []
-        for canary, run, decision in running_canaries(session):
+        for canary, run, decision in running_canaries(session, None if models is None else list(models)):
             if canary.step_verdict is not None or at <= ensure_utc(canary.step_started_at):
                 continue  # judged (the Execute stage acts on it), or judged from the tick after the step started
             if canary.last_verified_at is not None and at <= ensure_utc(canary.last_verified_at):

@@ -84,7 +84,7 @@ that made each decision), so it needs no policy library of its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -200,7 +200,7 @@ class Verifier:
 
     # ------------------------------------------------------------------ the pass
 
-    def verify(self, session: Session, at: datetime) -> VerificationReport:
+    def verify(self, session: Session, at: datetime, *, models: Collection[int] | None = None) -> VerificationReport:
         """Evaluate every run under verification at ``at``, and take the verdicts that are due.
 
         Parameters
@@ -210,6 +210,9 @@ class Verifier:
             caller commits.
         at : datetime
             The tick's logical time (aware UTC).
+        models : collection of int, optional
+            Only these models' runs and canaries (the ones this controller
+            holds the leases of); none: all.
 
         Returns
         -------
@@ -218,9 +221,10 @@ class Verifier:
         at = ensure_utc(at)
         report = VerificationReport(at=at)
         verifying = self._verifying_versions(session)
-        self.canaries.judge(session, at, report)  # the steps of running canaries (their runs changed nothing yet)
+        # the steps of running canaries (their runs changed nothing yet)
+        self.canaries.judge(session, at, report, models=models)
         due: list[tuple[ActionRun, Decision]] = []
-        rows = queries.runs_to_verify(session, policy_sha256s=verifying)
+        rows = queries.runs_to_verify(session, policy_sha256s=verifying, models=models)
         promoted = canaries_by_run(session, [run.id for run, _ in rows if run.verdict is None and run.id is not None])
         for run, decision in rows:
             canary = promoted.get(run.id)  # type: ignore[arg-type]

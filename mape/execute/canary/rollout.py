@@ -46,6 +46,7 @@ a restarted controller carries on from the row.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -151,12 +152,15 @@ class CanaryRollout:
         self.serving_dir = Path(serving_dir)
         self.actor = actor
 
-    def advance(self, at: datetime) -> RolloutReport:
-        """Act on every running canary whose step was judged (or whose registry changed); one transaction each."""
+    def advance(self, at: datetime, *, models: Collection[int] | None = None) -> RolloutReport:
+        """Act on every running canary whose step was judged (or whose registry changed); one transaction each.
+
+        With ``models``, only those models' canaries.
+        """
         at = ensure_utc(at)
         report = RolloutReport(at=at)
         with session_scope(self.engine) as session:
-            ids = [canary.id for canary, _, _ in running_canaries(session)]
+            ids = [canary.id for canary, _, _ in running_canaries(session, None if models is None else list(models))]
         for canary_id in ids:
             try:
                 with session_scope(self.engine) as session:
