@@ -70,7 +70,7 @@ class _World:
     part file. A third of the fleet drifts after the training hour.
     """
 
-    def __init__(self, root: Path, n_models: int, rows: int, passes: int) -> None:
+    def __init__(self, root: Path, n_models: int, rows: int, passes: int, features: list[str] = FEATURES) -> None:
         self.root, self.rows = root, rows
         per_part = rows // 12
         total = 2 * rows + passes * per_part
@@ -79,9 +79,9 @@ class _World:
         self.frames: list[pd.DataFrame] = []
         self.configs: list[ModelConfig] = []
         for m in range(n_models):
-            frame = pd.DataFrame(rng.normal(size=(total, len(FEATURES))), columns=FEATURES)
+            frame = pd.DataFrame(rng.normal(size=(total, len(features))), columns=features)
             if m % 3 == 0:
-                frame.loc[rows:, FEATURES[:4]] += 0.5
+                frame.loc[rows:, features[:4]] += 0.5
             label = rng.integers(0, 2, size=total)
             frame.insert(0, "timestamp", pd.date_range(START, periods=total, freq=step))
             frame.insert(0, "id", np.arange(total))
@@ -94,7 +94,7 @@ class _World:
             (directory / "labels").mkdir()
             self._write(m, START, START + timedelta(hours=1), "train")
             self.configs.append(ModelConfig.model_validate({
-                "name": f"model-{m:03d}", "features": {"numeric": FEATURES},
+                "name": f"model-{m:03d}", "features": {"numeric": features},
                 "inference": {"kind": "parquet", "path": str(directory / "inference")},
                 "labels_source": {"kind": "parquet", "path": str(directory / "labels")},
                 "training": {"entrypoint": "examples.credit.model:train"},
