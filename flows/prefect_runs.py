@@ -35,8 +35,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State, to_state_create
 
-__all__ = ["ACTION_FLOW", "PAGE", "TICK_FLOW", "UNTAGGED_GRACE", "PrefectFlowRuns", "ensure_flow_run",
-           "knowledge_base_tag", "process_tag", "read_all", "supervisor_tag"]
+__all__ = ["ACTION_FLOW", "PAGE", "TICK_FLOW", "UNTAGGED_GRACE", "WORKER_START_GRACE", "PrefectFlowRuns",
+           "ensure_flow_run", "knowledge_base_tag", "process_tag", "read_all", "supervisor_tag"]
 
 #: The name of the action flow (:func:`flows.actions.action_flow`).
 ACTION_FLOW = "mape-action"
@@ -47,6 +47,9 @@ _PROCESS_TAG = "mape-process:"
 _SUPERVISOR_TAG = "mape-served-by:"
 #: How long a served tick run may run before it names its own process; until then its serving process answers for it.
 UNTAGGED_GRACE = timedelta(seconds=60)
+#: How long a worker's action flow run (one of a deployment) may be ``Running`` before it claims its run
+#: (:mod:`flows.workers`); until then reconciliation counts it as starting (``PENDING``).
+WORKER_START_GRACE = timedelta(minutes=10)
 
 
 def knowledge_base_tag(knowledge_base: str) -> str:
@@ -117,8 +120,16 @@ class PrefectFlowRuns:
         return found
 
     def unfinished(self, knowledge_base: str | None = None) -> dict[str, str]:
+        """Unfinished action flow runs by id; a worker's run ``Running`` for under :data:`WORKER_START_GRACE` is ``PENDING``.
+
+        A worker's flow run (:mod:`flows.workers`) is ``Running`` before it
+        claims its action run, which is ``pending`` meanwhile: not a
+        disagreement to correct.
+        """
         runs = self._unfinished(self.flow_name, knowledge_base)
-        return {str(r.id): r.state_type.value for r in runs if r.state_type is not None}
+        now = datetime.now(timezone.utc)
+        return {str(r.id): "PENDING" if _starting(r, now) else r.state_type.value
+                for r in runs if r.state_type is not None}
 
     def unfinished_ticks(self, knowledge_base: str) -> dict[str, str | None]:
         """The knowledge base's unfinished tick flow runs, by id: the process answering for each (None: unknown).
@@ -157,6 +168,13 @@ class PrefectFlowRuns:
     def mark(self, flow_run_id: str, state: str, message: str) -> None:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(UUID(flow_run_id), _state(state, message), force=True)
+
+
+def _starting(run: FlowRun, now: datetime) -> bool:
+    """A worker's flow run that started less than :data:`WORKER_START_GRACE` ago (it may not have claimed yet)."""
+    since = run.state.timestamp if run.state is not None else None
+    return (run.deployment_id is not None and run.state_type == StateType.RUNNING and since is not None
+            and now - since < WORKER_START_GRACE)
 
 
 def _tagged(run_tags: Iterable[str], prefix: str) -> str | None:

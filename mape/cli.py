@@ -186,6 +186,11 @@ def run(config: ConfigOption = None, verbose: Annotated[bool, typer.Option("--ve
             os.environ["PREFECT_API_URL"] = api_url
             typer.echo(f"mape controller {settings.controller_id}: a tick every {settings.tick_interval}, "
                        f"Prefect API {api_url}; SIGTERM stops it")
+            if settings.prefect.action_work_pool:  # the ticks hand their actions to this pool's workers
+                from flows.workers import deploy
+
+                deploy(settings.prefect.action_work_pool)
+                typer.echo(f"actions run on the workers of work pool {settings.prefect.action_work_pool}")
             if metrics is not None:
                 endpoint = metrics.start(settings.metrics.host, settings.metrics.port)
                 typer.echo(f"metrics on {endpoint.url}")
@@ -1050,11 +1055,13 @@ def carbon_backtest(
 from mape.cli_people import decisions_app, policy_mode, users_app  # noqa: E402 - it uses the helpers above, inside its commands
 
 from mape.cli_fleet import leases_command  # noqa: E402 - the same
+from mape.cli_workers import workers_app  # noqa: E402 - the same
 
 policy_app.command("mode")(policy_mode)
 app.command("leases")(leases_command)
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(users_app, name="users")
+app.add_typer(workers_app, name="workers")
 
 
 def main() -> None:  # pragma: no cover - console entry point

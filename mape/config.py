@@ -746,6 +746,12 @@ class PrefectSettings(_Strict):
     server_port: int = Field(4200, ge=1, le=65535,
                              description="Port on 127.0.0.1 of the local Prefect server `mape run` starts when "
                                          "no api_url is set (its UI is there too).")
+    action_work_pool: str | None = Field(
+        None, description="Prefect work pool whose workers run the action flow runs (`prefect worker start --pool "
+                          "NAME`; `mape workers deploy` creates it, type process, with the action flow's "
+                          "deployment): the tick only creates each due run's flow run there and the worker's flow "
+                          "run claims the run. Unset: the tick runs each action in its own process (the embedded "
+                          "default).")
 
 
 class BlastRadius(_Strict):
