@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import (action_latency, carbon_backtest, dashboard, drift_suite, online_detectors, oscillation,
-                        planning, prefect_tick_overhead, sensing, simulate)
+from benchmarks import (action_latency, adaptation, carbon_backtest, dashboard, drift_suite, fleet_scale,
+                        online_detectors, oscillation, planning, prefect_tick_overhead, retention, sensing, simulate)
 
 BENCHMARKS = {module.__name__.rsplit(".", 1)[-1]: module
               for module in (prefect_tick_overhead, planning, oscillation, simulate, online_detectors, drift_suite,
-                              sensing, carbon_backtest, action_latency, dashboard)}
+                              sensing, carbon_backtest, action_latency, dashboard, retention, fleet_scale,
+                              adaptation)}
+
+#: Benchmarks whose main() reads command-line options: run from here with their defaults.
+TAKES_ARGUMENTS = frozenset({"fleet_scale", "retention", "adaptation"})
 
 
 def main(names: list[str] | None = None) -> None:
@@ -22,7 +26,10 @@ def main(names: list[str] | None = None) -> None:
         sys.exit(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     for name in names:
         print(f"== {BENCHMARKS[name].__name__}")
-        BENCHMARKS[name].main()
+        if name in TAKES_ARGUMENTS:
+            BENCHMARKS[name].main([])
+        else:
+            BENCHMARKS[name].main()
 
 
 if __name__ == "__main__":
