@@ -54,6 +54,45 @@ def _bound_variables(expression: str) -> set[str]:
     return names
 
 
+def _first_error(detail: str, *, width: int = 120) -> str:
+    r"""The parser's first error, with its source line and caret cut to ``width`` characters around the caret.
+
+    The CEL parser reports every error with the whole source line under it,
+    so a long expression with several errors made a message of thousands of
+    characters; the first error is the one to fix, and the count says how
+    many more there are.
+
+    >>> print(_first_error("at 1:3: bad\n| a b\n| ..^\nat 1:5: worse\n| a b\n| ....^"))
+    at 1:3: bad
+    | a b
+    | ..^
+    (and 1 more error)
+    >>> print(_first_error("at 1:300: bad\n| " + "x" * 400 + "\n| " + "." * 299 + "^", width=20))
+    at 1:300: bad
+    | …xxxxxxxxxxxxxxxxxxxx…
+    | …..........^
+    """
+    lines = detail.splitlines()
+    starts = [i for i, line in enumerate(lines) if _SYNTAX_AT.match(line)]
+    if not starts:
+        return detail[:1000]
+    end = starts[1] if len(starts) > 1 else len(lines)
+    block = lines[starts[0]:end]
+    caret = next((line.index("^") for line in block if line.startswith("| ") and line.rstrip().endswith("^")), None)
+    if caret is not None:
+        left = max(2, caret - width // 2)
+        cut = []
+        for line in block:
+            if line.startswith("| ") and len(line) > width:
+                body = line[left:left + width]
+                cut.append("| " + ("…" if left > 2 else "") + body + ("…" if left + width < len(line) else ""))
+            else:
+                cut.append(line[:1000])
+        block = cut
+    more = len(starts) - 1
+    return "\n".join(block) + (f"\n(and {more} more error{'s' if more > 1 else ''})" if more else "")
+
+
 def _syntax_error_offset(expression: str, detail: str) -> int | None:
     """The 0-based offset of the first ``at LINE:COLUMN`` (1-based, as the CEL parser reports them) in ``detail``.
 
@@ -154,7 +193,7 @@ class Condition:
             self._program = cel.compile(expression)
         except ValueError as exc:
             detail = _PARSE_PREFIX.sub("", str(exc)).replace("ERROR: <input>:", "at ")
-            raise ConditionError(f"not a valid CEL expression: {detail}",
+            raise ConditionError(f"not a valid CEL expression: {_first_error(detail)}",
                                  offset=_syntax_error_offset(expression, detail)) from None
         references = self._program.references()
         variables = set(references.get("variables", ())) - _bound_variables(expression)

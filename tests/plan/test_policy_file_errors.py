@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -175,3 +176,17 @@ def test_unknown_field_hints_use_the_yaml_names_and_reach_into_optional_sub_mode
         load_policy_text(base + "  rate_limit: {max: 3, per: 1h, pre: 2h}\n", source="p.yaml",
                          known_actions={"retrain"})
     assert "spec.rate_limit.pre: unknown field (did you mean 'per'?)" in str(nested.value)
+
+
+def test_a_long_condition_with_many_syntax_errors_gets_a_short_message_naming_the_first():
+    """Found by the fuzz test: the CEL parser repeats the whole line under each of its errors."""
+    text = (Path(__file__).resolve().parents[2] / "policies" / "fairness-guard.yaml").read_text().replace(
+        "has(fairness.demographic_parity_difference)", "has(&a [*a]fairness.demographic_parity_difference)", 1)
+    try:
+        load_policy_text(text, "policies/fuzzed.yaml")
+    except PolicyError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the policy loaded")
+    assert message.startswith("policies/fuzzed.yaml:21:9: spec.when: not a valid CEL expression: at 1:5: ")
+    assert "more errors)" in message and len(message) < 600
