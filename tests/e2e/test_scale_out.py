@@ -1,7 +1,7 @@
 """Scale-out: three ``mape run`` controllers share a fleet on PostgreSQL and one Prefect server; one is SIGKILLed.
 
 Real processes throughout: a Prefect server (``prefect server start``, with its
-scheduler), three controllers (``mape run``, each with its own
+scheduler) whose own database is a fresh PostgreSQL database, three controllers (``mape run``, each with its own
 ``controller_id``, leases on: 15 s, renewed every 10 s) and the PostgreSQL on
 127.0.0.1:5432. The action is the crash test's plugin: it works a while,
 registers a version (committed with the run's success) and writes an effect
@@ -37,6 +37,7 @@ from knowledge import leases, registry
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
 from knowledge.tables import ActionRun, AuditEvent, Decision, ModelVersion
+from tests.conftest import _fresh_pg_database
 from tests.e2e.test_crash_recovery import _install_plugin
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -110,7 +111,11 @@ def test_a_dead_controllers_models_are_taken_within_30_s_and_no_action_runs_twic
             registry.upsert_model(session, name=name)
         ids = {name: registry.get_model(session, name).id for name in MODELS}
     processes: dict[str, subprocess.Popen] = {}
-    with local_prefect_server(port=_free_port(), home=tmp_path / "prefect") as api_url:
+    prefect_database = _fresh_pg_database(db_url.rsplit("/", 1)[0] + "/postgres")
+    prefect_url = next(prefect_database)  # Prefect's own database: PostgreSQL too, as in production
+    server = local_prefect_server(port=_free_port(), home=tmp_path / "prefect", environment={
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_url.replace("+psycopg", "+asyncpg")})
+    with server as api_url:
         env = {**os.environ, "PREFECT_API_URL": api_url, "CRASH_TEST_DIR": str(tmp_path),
                "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "PREFECT_LOGGING_LEVEL": "WARNING",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -161,7 +166,16 @@ def test_a_dead_controllers_models_are_taken_within_30_s_and_no_action_runs_twic
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-    print(f"takeover after SIGKILL: {takeover:.1f} s")
+    import psycopg
+
+    with psycopg.connect(prefect_url.replace("+psycopg", "")) as conn:  # the ticks and actions ran through it
+        tick_runs, action_runs = conn.execute(
+            "SELECT count(*) FILTER (WHERE f.name = 'mape-tick'), count(*) FILTER (WHERE f.name = 'mape-action') "
+            "FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchone()
+    prefect_database.close()  # drops it
+    print(f"takeover after SIGKILL: {takeover:.1f} s; Prefect on PostgreSQL: {tick_runs} tick and "
+          f"{action_runs} action flow runs")
+    assert tick_runs > 0 and action_runs >= 18
     assert takeover < 30, f"the dead controller's models were taken after {takeover:.1f} s"
     for name, process in processes.items():
         assert process.returncode == 0, outputs[name]
