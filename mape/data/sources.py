@@ -450,8 +450,10 @@ class FileSource(TableSource):
                 listing.append((name, info))
         except (pa.ArrowException, OSError) as exc:
             raise DataSourceError(f"{self.name} cannot be read ({file}): {exc}") from None
-        if len(self._infos) > len(listing):  # files removed since: their footers are forgotten
+        if len(self._infos) > len(listing):  # files removed since (a rotated log): their footers and tables go
             self._infos = dict(listing)
+            if self.cache is not None:
+                self.cache.keep_only(self._infos)
         return listing
 
     def _file_table(self, file: Path | str, columns: list[str] | None, *, keep: Sequence[str] = (),

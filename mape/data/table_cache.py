@@ -100,8 +100,9 @@ class TableCache:
         nbytes = table.nbytes
         if not self.fits(nbytes):
             return False
-        for victim in [p for p in self._entries if p not in keep]:  # oldest first
-            if self._used + nbytes <= self.budget_bytes:
+        while self._used + nbytes > self.budget_bytes:  # evict the oldest first, looking no further than needed
+            victim = next((p for p in self._entries if p not in keep), None)
+            if victim is None:
                 break
             self._drop(victim)
         if self._used + nbytes > self.budget_bytes:
@@ -134,6 +135,18 @@ class TableCache:
         entry.frame, entry.nbytes = frame, entry.nbytes + nbytes
         self._used += nbytes
         return True
+
+    def keep_only(self, paths: Collection[str]) -> int:
+        """Forget the tables of every path not in ``paths`` (files that were deleted); how many were forgotten.
+
+        >>> cache = TableCache(budget_bytes=1 << 20)
+        >>> cache.put("old.parquet", (1, 24, 7, 1), pa.table({"a": [1]})), cache.keep_only({"new.parquet"}), len(cache)
+        (True, 1, 0)
+        """
+        gone = [path for path in self._entries if path not in paths]
+        for path in gone:
+            self._drop(path)
+        return len(gone)
 
     def clear(self) -> None:
         """Forget every table."""

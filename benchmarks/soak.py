@@ -1,0 +1,518 @@
+"""Soak: 10,000 ticks back to back, memory and knowledge-base size sampled every 100 ticks (issue 7, "soak").
+
+``python -m benchmarks.soak [--ticks N] [--models M] [--postgres]`` runs a real
+:class:`mape.controller.Controller` with the shipped policies of ``policies/``
+over a small credit fleet (:mod:`examples.credit`: 4 numeric and 2
+categorical features, a scikit-learn pipeline per model) whose logical clock
+moves five minutes a tick; ticks run one after the other in this process, as
+fast as the machine goes (``Controller.tick``, the in-process tick of tests
+and simulations: no Prefect flow runs; Prefect's own database is bounded by
+its ``db_vacuum`` service, see ``flows/prefect_retention.py`` and its test).
+Results go to ``benchmarks/results/soak.json`` with the machine's description;
+``tests/controller/test_soak_benchmark.py`` runs :func:`soak` for a few hundred
+ticks on a tiny fleet and checks its bookkeeping.
+
+The world, per model (:class:`Fleet`): a version 1 trained on a day of
+history and promoted; before each tick the five minutes that just ended are
+scored by the version in production (:class:`examples.credit.serving.CreditServing`,
+so a retrain or a rollback changes what serves) and written as one Parquet
+part of the inference log and one of the labels (labels arrive 45 minutes
+after the request), in a directory per day; the log keeps ``log_days`` days
+of parts and deletes older day directories, as a rotating logging job does.
+Every ``cycle`` (24 h) each model's population drifts for ``drift_for`` (8 h),
+the models' episodes staggered over the cycle: drift is detected, accuracy
+drops, ``retrain-on-drift`` retrains and promotes, and when the drift ends
+the retrained version fails its verification and is rolled back. Every
+decision and action is sent to a webhook on loopback (one Apprise ``json://``
+channel), so the notification outbox is used too. Retention runs from the
+tick with its defaults (7 days raw, 1-hour buckets, a pass every hour).
+
+Sampled every ``sample_every`` ticks: the tick number and logical time, the
+process's resident memory (``VmRSS``) and Python's heap (allocated blocks and
+objects tracked by the collector), the knowledge base's size in bytes (SQLite:
+the file, its WAL and shared memory, and the free pages inside the file;
+PostgreSQL: ``pg_database_size``), rows per table with raw and bucket
+observations apart, and the interval's tick wall times (median, p95, max) and
+stage means. The growth figure is ``(RSS at the last sample - RSS at the
+warm-up sample) / RSS at the warm-up sample``, in percent (goal: under 10 %).
+At the warm-up sample and at the end the collector's objects are counted by
+type, and the types that grew most are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import http.server
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
+from sqlmodel import SQLModel  # noqa: E402
+
+from benchmarks.machine import describe, write_results  # noqa: E402
+from examples.credit.serving import FEATURES, CreditServing  # noqa: E402
+from examples.credit.stream import CATEGORICAL, NUMERIC, generate  # noqa: E402
+from knowledge import registry  # noqa: E402
+from knowledge.database import create_engine_for, session_scope  # noqa: E402
+from knowledge.migrate import upgrade  # noqa: E402
+from knowledge.tables import Observation  # noqa: E402
+from mape._util.heap import settle_heap  # noqa: E402
+from mape.config import ModelConfig, Settings  # noqa: E402
+from mape.controller import Controller  # noqa: E402
+from mape.execute.training import TrainingRequest, run_entrypoint, save_artifact  # noqa: E402
+
+START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+TICK = timedelta(minutes=5)
+ENTRYPOINT = "examples.credit.model:train"
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+#: Tables whose rows retention must never delete (counts may only grow).
+PG_ADMIN_URL = os.environ.get("MAPE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+KEPT_TABLES = ("decision", "action_run", "audit_event", "model_version", "policy_version", "symptom")
+
+
+class Fleet:
+    """The soak's models: each a credit model served from the knowledge base's production version.
+
+    Parameters
+    ----------
+    root : Path
+        Directory of the logs and artifacts (one subdirectory per model).
+    engine : Engine
+        The knowledge base (migrated); the models are registered by :meth:`bootstrap`.
+    n_models : int
+        Models in the fleet, named ``credit-0``, ``credit-1``, ...
+    rows_per_hour : int
+        Requests per hour and model; a tick's part holds a twelfth.
+    cycle, drift_for : timedelta
+        Each model drifts for ``drift_for`` once per ``cycle``, the models'
+        episodes spread evenly over the cycle, the first starting 6 hours in.
+    log_days : int
+        Days of parts the log keeps; older day directories are deleted.
+    """
+
+    def __init__(self, root: Path, engine: Engine, n_models: int, *, rows_per_hour: int = 600,
+                 cycle: timedelta = timedelta(hours=24), drift_for: timedelta = timedelta(hours=8),
+                 log_days: int = 2, seed: int = 11) -> None:
+        if rows_per_hour % 12:
+            raise ValueError(f"rows_per_hour must be a multiple of 12 (a part every 5 minutes); got {rows_per_hour}")
+        self.root, self.engine = root, engine
+        self.names = [f"credit-{m}" for m in range(n_models)]
+        self.rows_per_hour, self.cycle, self.drift_for, self.log_days = rows_per_hour, cycle, drift_for, log_days
+        self.servings = [CreditServing(root / name / "data", engine, name, rows_per_hour=rows_per_hour, seed=seed + m)
+                         for m, name in enumerate(self.names)]
+        self._rngs = [np.random.default_rng(seed + 100 + m) for m in range(n_models)]
+        self._ids = [0] * n_models
+        self.drifted_parts = 0
+
+    def configs(self) -> list[ModelConfig]:
+        """The models' configurations (the credit demo's, with this fleet's paths)."""
+        return [ModelConfig.model_validate({
+            "name": name, "owner": "risk-ml@example.com", "labels": {"team": "risk"},
+            "features": {"numeric": NUMERIC, "categorical": CATEGORICAL},
+            "inference": {"kind": "parquet", "path": str(serving.data_dir / "inference"),
+                          "timestamp_column": "timestamp", "id_column": "request_id"},
+            "labels_source": {"kind": "parquet", "path": str(serving.data_dir / "labels"),
+                              "timestamp_column": "labelled_at", "id_column": "request_id"},
+            "prediction_column": "prediction", "version_column": "model_version", "label_column": "label",
+            "training": {"entrypoint": ENTRYPOINT},
+            "drift": {"window": "1h", "alpha": 0.05},
+            "performance": {"window": "2h", "min_samples": min(500, self.rows_per_hour * 3 // 4)},
+            "promotion": {"evaluation_window": "1h", "margin": 0.0, "min_samples": min(200, self.rows_per_hour // 3)},
+        }) for name, serving in zip(self.names, self.servings)]
+
+    def bootstrap(self, artifacts: Path) -> None:
+        """Train version 1 of every model on a day of history before :data:`START`, promote it, serve the history."""
+        for name, serving in zip(self.names, self.servings):
+            history = serving.requests(START - timedelta(hours=24), drifted=False, hours=24)
+            cut = START - timedelta(hours=4)
+            train = history[history["timestamp"] < cut].reset_index(drop=True)
+            trained = run_entrypoint(ENTRYPOINT, TrainingRequest(
+                model_name=name, data=train, features=FEATURES, numeric=NUMERIC, categorical=CATEGORICAL,
+                window_start=train["timestamp"].min(), window_end=cut))
+            holdout = history[history["timestamp"] >= cut]
+            accuracy = float(trained.estimator.score(holdout[FEATURES], holdout["label"]))
+            uri = save_artifact(trained.estimator, artifacts / name / "bootstrap")
+            with session_scope(self.engine) as session:
+                model = registry.get_model(session, name)
+                version = registry.register_version(
+                    session, model_id=model.id, artifact_uri=uri, metrics={"accuracy": accuracy, **trained.metrics},
+                    training_window=(START - timedelta(hours=24), cut), actor="soak-bootstrap")
+                registry.promote(session, version, actor="soak-bootstrap", reason="initial version", at=START)
+            serving.serve("history", history)
+
+    def drifted(self, m: int, at: datetime) -> bool:
+        """Whether model ``m``'s population is drifted at ``at``."""
+        offset = timedelta(hours=6) + self.cycle * m / len(self.names)
+        return (at - START - offset) % self.cycle < self.drift_for and at - START >= offset
+
+    def arrive(self, at: datetime) -> None:
+        """Serve and log the five minutes ending at ``at`` for every model; rotate the logs at midnight."""
+        start = at - TICK
+        n = self.rows_per_hour // 12
+        day = f"{start:%Y-%m-%d}"
+        for m, serving in enumerate(self.servings):
+            drifted = self.drifted(m, start)
+            self.drifted_parts += drifted
+            rng = self._rngs[m]
+            batch = generate(n, drifted=drifted, rng=rng)
+            offsets = np.sort(rng.uniform(0, TICK.total_seconds(), size=n))
+            batch.insert(0, "timestamp", pd.to_datetime(start) + pd.to_timedelta(offsets, unit="s"))
+            batch.insert(0, "request_id", [f"r{self._ids[m] + i:09d}" for i in range(n)])
+            self._ids[m] += n
+            for kind in ("inference", "labels"):
+                (serving.data_dir / kind / day).mkdir(exist_ok=True)
+            serving.serve(f"{day}/part-{start:%H%M}", batch)
+        if at.hour == 0 and at.minute == 0:
+            self.rotate(at)
+
+    def rotate(self, at: datetime) -> None:
+        """Delete the day directories of the logs older than ``log_days`` days."""
+        oldest = f"{at - timedelta(days=self.log_days):%Y-%m-%d}"
+        for serving in self.servings:
+            for kind in ("inference", "labels"):
+                for directory in (serving.data_dir / kind).iterdir():
+                    if directory.is_dir() and directory.name < oldest:
+                        shutil.rmtree(directory)
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Accepts every POST (Apprise's ``json://``) and counts it."""
+
+    received = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's name is http.server's
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received += 1
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+
+@contextmanager
+def _webhook() -> Iterator[tuple[str, type[_Hook]]]:
+    """A webhook on loopback for the run; its ``json://`` URL and the handler class that counts the posts."""
+    handler = type("Hook", (_Hook,), {"received": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"json://127.0.0.1:{server.server_address[1]}/hook", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (``VmRSS``), in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmRSS line")
+
+
+def kb_size(engine: Engine, url: str) -> dict[str, int]:
+    """The knowledge base's size: SQLite's file + WAL + shared memory (and free pages); PostgreSQL's database."""
+    if engine.dialect.name == "sqlite":
+        path = Path(url.removeprefix("sqlite:///"))
+        sizes = {suffix or "file": (path.with_name(path.name + suffix).stat().st_size
+                                    if path.with_name(path.name + suffix).exists() else 0)
+                 for suffix in ("", "-wal", "-shm")}
+        with engine.connect() as conn:
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one() * \
+                conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        return {"bytes": sum(sizes.values()), "file_bytes": sizes["file"], "wal_bytes": sizes["-wal"],
+                "free_bytes": int(free)}
+    with engine.connect() as conn:
+        return {"bytes": int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())}
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows in every table, and the observations split into raw rows and bucket rows (``samples`` set)."""
+    with session_scope(engine) as session:
+        counts = {name: session.execute(select(func.count()).select_from(table)).scalar_one()
+                  for name, table in sorted(SQLModel.metadata.tables.items())}
+        counts["observation.raw"] = session.execute(
+            select(func.count()).select_from(Observation).where(Observation.samples.is_(None))).scalar_one()  # type: ignore[union-attr]
+    counts["observation.bucket"] = counts["observation"] - counts["observation.raw"]
+    return counts
+
+
+def _type_counts() -> collections.Counter[str]:
+    """Objects the collector tracks (outside the frozen start-up heap), by module-qualified type."""
+    return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
+def growth_percent(warm: float, end: float) -> float:
+    """``(end - warm) / warm`` in percent, rounded to 0.1: the report's growth figure."""
+    return round(100.0 * (end - warm) / warm, 1)
+
+
+def _slope_per_day(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (day, value) points; None with fewer than three."""
+    if len(points) < 3:
+        return None
+    days, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    return float(np.polyfit(days, values, 1)[0])
+
+
+def soak(url: str, root: Path, *, ticks: int = 10_000, models: int = 3, rows_per_hour: int = 600,
+         sample_every: int = 100, warmup: int = 1000, retention: dict[str, Any] | None = None,
+         cycle: timedelta = timedelta(hours=24), drift_for: timedelta = timedelta(hours=8),
+         use_tracemalloc: bool = False, echo: Callable[[str], Any] = lambda line: None) -> dict[str, Any]:
+    """Run ``ticks`` ticks of a fleet of ``models`` over the knowledge base at ``url``; the series and the summary.
+
+    Parameters
+    ----------
+    url : str
+        A reachable database (SQLite file or PostgreSQL), empty or migrated; migrated here.
+    root : Path
+        Directory for the logs, artifacts and serving state.
+    ticks, sample_every, warmup : int
+        Ticks run, ticks between samples, and the tick whose sample is the
+        baseline of the growth figures (a multiple of ``sample_every``).
+    retention : dict, optional
+        The ``retention`` settings (``RetentionConfig``); none: its defaults.
+    cycle, drift_for : timedelta
+        The drift episodes (:class:`Fleet`).
+    use_tracemalloc : bool
+        Trace allocations from the warm-up sample on and report the lines
+        whose allocations grew most by the end (slows the ticks down).
+
+    Returns
+    -------
+    dict
+        ``series`` (one record per sample) and the summary figures.
+    """
+    if warmup % sample_every or not 0 < warmup < ticks:
+        raise ValueError(f"warmup must be a multiple of sample_every inside (0, ticks); got {warmup}")
+    upgrade(url)
+    engine = create_engine_for(url)
+    fleet = Fleet(root, engine, models, rows_per_hour=rows_per_hour, cycle=cycle, drift_for=drift_for)
+    series: list[dict[str, Any]] = []
+    with _webhook() as (hook_url, hook):
+        settings = Settings(db_url=url, policies_dir=POLICIES, artifacts_dir=root / "artifacts",
+                            serving_dir=root / "serving", models=fleet.configs(), controller_id="soak",
+                            retention=retention or {}, notifications={"channels": {"ops": {"urls": [hook_url], "events": [
+                                "decision", "awaiting_approval", "approval_expired", "escalation", "action_failed",
+                                "verification_failed", "notify"]}}})
+        now = [START]
+        controller = Controller(settings, clock=lambda: now[0], engine=engine)
+        fleet.bootstrap(root / "artifacts")
+        settle_heap()  # what flows.controllers does once the controller is built
+        walls: list[float] = []
+        stages: collections.Counter[str] = collections.Counter()
+        errors: collections.Counter[str] = collections.Counter()
+        warnings: collections.Counter[str] = collections.Counter()
+        events: collections.Counter[str] = collections.Counter()
+        first_seen: dict[str, str] = {}  # the first error or warning of each kind, in full
+        types_warm: collections.Counter[str] | None = None
+        snapshot_warm: tracemalloc.Snapshot | None = None
+        began = time.perf_counter()
+
+        def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    stages[name] += time.perf_counter() - start
+            return timed
+
+        try:
+            for k in range(1, ticks + 1):
+                at = START + k * TICK
+                fleet.arrive(at)
+                now[0] = at
+                start = time.perf_counter()
+                report = controller.tick(at, wrap=wrap)
+                walls.append(time.perf_counter() - start)
+                for problems, texts in ((errors, report.errors), (warnings, report.warnings)):
+                    for problem in texts:
+                        problems[problem.split(":")[0]] += 1
+                        first_seen.setdefault(problem.split(":")[0], f"tick {k}: {problem}")
+                events.update(f"decision.{d.action}.{d.status}" for d in report.decisions)
+                events.update(f"action.{a.action}.{a.state}" for a in report.actions)
+                if report.retention is not None:
+                    events["retention.pass"] += 1
+                if k % sample_every:
+                    continue
+                series.append(_sample(k, at, engine, url, walls, stages, hook.received))
+                walls.clear()
+                stages.clear()
+                if k == warmup:
+                    types_warm = _type_counts()
+                    if use_tracemalloc:
+                        tracemalloc.start(1)
+                        snapshot_warm = tracemalloc.take_snapshot()
+                last = series[-1]
+                echo(f"tick {k:6d} day {last['day']:5.1f}  rss {last['rss_mib']:7.1f} MiB  kb "
+                     f"{last['kb']['bytes'] / 2**20:7.1f} MiB  observations {last['rows']['observation']:8d} "
+                     f"(raw {last['rows']['observation.raw']})  tick {last['tick_median_s'] * 1000:6.1f} ms")
+            elapsed = time.perf_counter() - began
+            types_end = _type_counts()
+            top_lines = None
+            if snapshot_warm is not None:
+                stats = tracemalloc.take_snapshot().compare_to(snapshot_warm, "lineno")
+                tracemalloc.stop()
+                top_lines = [{"where": str(s.traceback), "size_diff_bytes": s.size_diff, "count_diff": s.count_diff}
+                             for s in stats[:20]]
+        finally:
+            controller.engine.dispose()
+        received = hook.received
+    return _summary(series, warmup=warmup, ticks=ticks, models=models, rows_per_hour=rows_per_hour,
+                    elapsed=elapsed, settings=settings, fleet=fleet, errors=errors, warnings=warnings, events=events,
+                    received=received, first_seen=first_seen, types=(types_warm, types_end), top_lines=top_lines,
+                    artifacts_bytes=_tree_bytes(root / "artifacts"))
+
+
+def _sample(k: int, at: datetime, engine: Engine, url: str, walls: list[float], stages: dict[str, float],
+            notifications: int) -> dict[str, Any]:
+    """One record of the series, taken after tick ``k`` (its own cost is not in any tick's time)."""
+    ordered = sorted(walls)
+    return {
+        "tick": k, "at": at.isoformat(), "day": round((at - START) / timedelta(days=1), 3),
+        "rss_mib": round(rss_bytes() / 2**20, 1),
+        "heap_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects()),
+        "kb": kb_size(engine, url), "rows": row_counts(engine),
+        "tick_median_s": round(statistics.median(walls), 4),
+        "tick_p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 4),
+        "tick_max_s": round(ordered[-1], 4),
+        "stage_mean_s": {name: round(total / len(walls), 4) for name, total in sorted(stages.items())},
+        "notifications_received": notifications,
+    }
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def _summary(series: list[dict[str, Any]], *, warmup: int, ticks: int, models: int, rows_per_hour: int,
+             elapsed: float, settings: Settings, fleet: Fleet, errors: collections.Counter[str],
+             warnings: collections.Counter[str], events: collections.Counter[str], received: int,
+             first_seen: dict[str, str],
+             types: tuple[collections.Counter[str] | None, collections.Counter[str]],
+             top_lines: list[dict[str, Any]] | None, artifacts_bytes: int) -> dict[str, Any]:
+    warm = next(s for s in series if s["tick"] == warmup)
+    end = series[-1]
+    after = [s for s in series if s["tick"] >= warmup]
+    raw_for = settings.retention.raw_for
+    full = [s for s in series if s["day"] >= (raw_for + timedelta(days=1)) / timedelta(days=1)]
+    kept = {table: all(a["rows"][table] <= b["rows"][table] for a, b in zip(series, series[1:]))
+            for table in KEPT_TABLES}
+    types_warm, types_end = types
+    grown = [] if types_warm is None else [
+        {"type": name, "warm": types_warm.get(name, 0), "end": types_end[name],
+         "per_1000_ticks": round(1000 * more / (end["tick"] - warmup), 2)}
+        for name, more in (types_end - types_warm).most_common(15)]
+    return {
+        "ticks": ticks, "models": models, "features": len(FEATURES), "rows_per_hour": rows_per_hour,
+        "rows_per_tick_part": rows_per_hour // 12, "tick_logical_s": TICK.total_seconds(),
+        "logical_days": round(ticks * TICK / timedelta(days=1), 2),
+        "retention": settings.retention.model_dump(mode="json"),
+        "drift": {"cycle": str(fleet.cycle), "drift_for": str(fleet.drift_for), "drifted_parts": fleet.drifted_parts},
+        "log_days_kept": fleet.log_days,
+        "wall_s": round(elapsed, 1), "ticks_per_s": round(ticks / elapsed, 2),
+        "warmup_tick": warmup,
+        "rss": {"warm_mib": warm["rss_mib"], "end_mib": end["rss_mib"],
+                "max_after_warmup_mib": max(s["rss_mib"] for s in after),
+                "growth_percent": growth_percent(warm["rss_mib"], end["rss_mib"]),
+                "slope_mib_per_1000_ticks": round(1000 * (_slope_per_day([(s["tick"], s["rss_mib"]) for s in after])
+                                                          or 0.0), 2),
+                "goal_percent": 10.0},
+        "heap": {"blocks_warm": warm["heap_blocks"], "blocks_end": end["heap_blocks"],
+                 "blocks_growth_percent": growth_percent(warm["heap_blocks"], end["heap_blocks"]),
+                 "gc_objects_warm": warm["gc_objects"], "gc_objects_end": end["gc_objects"],
+                 "types_grown_most": grown, "tracemalloc_top_lines": top_lines},
+        "kb": {"warm_bytes": warm["kb"]["bytes"], "end_bytes": end["kb"]["bytes"],
+               "max_bytes": max(s["kb"]["bytes"] for s in series),
+               "raw_window_full_from_day": round((raw_for + timedelta(days=1)) / timedelta(days=1), 1),
+               "slope_bytes_per_day_once_full": _round(_slope_per_day([(s["day"], s["kb"]["bytes"]) for s in full])),
+               "observations_slope_per_day_once_full": _round(_slope_per_day(
+                   [(s["day"], s["rows"]["observation"]) for s in full])),
+               "raw_observations_slope_per_day_once_full": _round(_slope_per_day(
+                   [(s["day"], s["rows"]["observation.raw"]) for s in full])),
+               "bucket_observations_slope_per_day_once_full": _round(_slope_per_day(
+                   [(s["day"], s["rows"]["observation.bucket"]) for s in full]))},
+        "rows_end": end["rows"],
+        "kept_tables_never_shrank": kept,
+        "artifacts_bytes_end": artifacts_bytes,
+        "tick_s": {"first_interval_median": series[0]["tick_median_s"], "warm_interval_median": warm["tick_median_s"],
+                   "last_interval_median": end["tick_median_s"],
+                   "max": max(s["tick_max_s"] for s in series),
+                   "median_slope_ms_per_day_after_warmup": _round(_slope_per_day(
+                       [(s["day"], 1000 * s["tick_median_s"]) for s in after]), 3)},
+        "events": dict(sorted(events.items())), "notifications_received": received,
+        "errors": dict(errors), "warnings": dict(warnings), "first_of_each_kind": first_seen,
+        "series": series,
+    }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@contextmanager
+def _postgres_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server at ``MAPE_BENCH_PG_URL`` (127.0.0.1:5432), dropped afterwards."""
+    import psycopg
+
+    name = f"mape_bench_soak_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN_URL.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
+    parser.add_argument("--ticks", type=int, default=10_000, help="ticks to run (default 10000: 34.7 days)")
+    parser.add_argument("--models", type=int, default=1, help="models in the fleet (default 1)")
+    parser.add_argument("--rows-per-hour", type=int, default=600, help="requests per hour and model (default 600)")
+    parser.add_argument("--warmup", type=int, default=1000, help="the growth figures' baseline tick (default 1000)")
+    parser.add_argument("--tracemalloc", action="store_true", help="trace allocations after the warm-up (slower)")
+    parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database instead of SQLite")
+    parser.add_argument("--results", default="soak", help="results file name in benchmarks/results (default soak)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    results: dict[str, Any] = {"machine": describe(), "runs": "in-process Controller.tick, no Prefect",
+                               "policies": sorted(p.name for p in POLICIES.glob("*.yaml")
+                                                  if not p.name.endswith(".test.yaml"))}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        common = dict(ticks=args.ticks, models=args.models, rows_per_hour=args.rows_per_hour, warmup=args.warmup,
+                      use_tracemalloc=args.tracemalloc, echo=lambda line: print(line, flush=True))
+        if args.postgres:
+            with _postgres_database() as url:
+                results["postgresql"] = soak(url, root, **common)  # type: ignore[arg-type]
+        else:
+            results["sqlite"] = soak(f"sqlite:///{root / 'mape.db'}", root, **common)  # type: ignore[arg-type]
+    write_results(args.results, results)
+
+
+if __name__ == "__main__":
+    main()
