@@ -503,7 +503,8 @@ def versions_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list
 
 
 def version_summaries_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list[Any]]:
-    """Like :func:`versions_fleet`, as rows of ``model_id``, ``version``, ``stage``, ``promoted_at`` and ``metrics``.
+    """Like :func:`versions_fleet`, as rows of ``model_id``, ``version``, ``stage``, ``promoted_at``, ``metrics``
+    and ``evaluation``.
 
     What an evaluation context reads of the versions, without building objects.
     """
@@ -511,7 +512,7 @@ def version_summaries_fleet(session: Session, model_ids: Sequence[int]) -> dict[
     if not model_ids:
         return result
     query = (select(ModelVersion.model_id, ModelVersion.version, ModelVersion.stage, ModelVersion.promoted_at,
-                    ModelVersion.metrics)
+                    ModelVersion.metrics, ModelVersion.evaluation)
              .where(col(ModelVersion.model_id).in_(list(model_ids))).order_by(col(ModelVersion.version)))
     for row in session.exec(query):
         result.setdefault(row.model_id, []).append(row)

@@ -122,6 +122,36 @@ def group_gap(truth: np.ndarray, predictions: np.ndarray, data: pd.DataFrame, *,
     return (max(gaps.values()) if gaps else None), gaps
 
 
+GAP_METRICS: tuple[str, ...] = ("demographic_parity_difference", "equalized_odds_difference",
+                                "equal_opportunity_difference")
+"""The group gaps the gate records for both models, whichever one it judges by (policies read them as ``promotion.*``)."""
+
+
+def all_gaps(truth: np.ndarray, ours: np.ndarray, theirs: np.ndarray | None, data: pd.DataFrame, *,
+             sensitive: Sequence[str], min_group_size: int) -> dict[str, dict[str, float | None]]:
+    """Every gap of :data:`GAP_METRICS`, worst over the attributes, for the candidate and the champion.
+
+    Recorded on the candidate's evaluation so that a later decision can ask
+    whether the version in production was fairer than the one it replaced on
+    the same rows (``fairness-guard`` does before it rolls back).
+
+    >>> truth = np.array([1, 0] * 100)
+    >>> data = pd.DataFrame({"group": ["a"] * 100 + ["b"] * 100})
+    >>> fair, unfair = truth.copy(), np.r_[truth[:100], np.zeros(100, dtype=int)]
+    >>> gaps = all_gaps(truth, fair, unfair, data, sensitive=["group"], min_group_size=50)
+    >>> gaps["demographic_parity_difference"]
+    {'candidate': 0.0, 'champion': 0.5}
+    """
+    found: dict[str, dict[str, float | None]] = {}
+    for metric in GAP_METRICS:
+        found[metric] = {"candidate": group_gap(truth, ours, data, sensitive=sensitive, metric=metric,
+                                                min_group_size=min_group_size)[0]}
+        if theirs is not None:
+            found[metric]["champion"] = group_gap(truth, theirs, data, sensitive=sensitive, metric=metric,
+                                                  min_group_size=min_group_size)[0]
+    return found
+
+
 def compare(
     candidate: Any, champion: Any | None, data: pd.DataFrame, *, features: list[str], task: str, margin: float,
     min_samples: int, label: str = "label", test: Literal["noninferiority", "point"] = "point",
@@ -179,7 +209,8 @@ def _fairness(truth: np.ndarray, ours: np.ndarray, theirs: np.ndarray | None, da
     if missing:
         return result | {"passed": None, "reason": f"fairness gate skipped: no column {', '.join(missing)} in the window"}
     worst, gaps = group_gap(truth, ours, data, sensitive=sensitive, metric=metric, min_group_size=min_group_size)
-    result |= {"candidate": worst, "candidate_by_attribute": gaps}
+    result |= {"candidate": worst, "candidate_by_attribute": gaps,
+               "gaps": all_gaps(truth, ours, theirs, data, sensitive=sensitive, min_group_size=min_group_size)}
     if worst is None:
         return result | {"passed": None, "reason": f"fairness gate skipped: no attribute has two groups of at least "
                                                    f"{min_group_size} rows"}

@@ -28,10 +28,20 @@ logical time and returns a plain, JSON-serialisable mapping with the roots of
 ``baseline``
     The ``metrics`` of the production version (e.g. ``accuracy`` at
     training time); empty without a production version.
+``promotion``
+    What the promotion gate measured when the version in production was
+    promoted (its ``evaluation``), on held-out rows both versions predicted:
+    ``replaced_version`` (the version it replaced), ``n`` (rows), and for
+    ``accuracy`` (``mae``, ``rmse`` for regressors) and the group gaps
+    ``demographic_parity_difference``, ``equalized_odds_difference`` and
+    ``equal_opportunity_difference``, ``promotion.<name>`` (the version in
+    production) and ``promotion.replaced_<name>`` (the one it replaced).
+    Empty for a version no gate promoted (a bootstrap, a person's promotion).
 ``symptoms``
     Open symptoms by kind: ``{severity, opened_at (ISO 8601), age_seconds}``.
 ``model``
-    ``name``, ``labels``, ``versions`` (how many), ``can_roll_back``, and,
+    ``name``, ``labels``, ``versions`` (how many), ``can_roll_back``,
+    ``rollback_version`` (the version a rollback would return to), and,
     with a production version, ``production_version`` (its number) and
     ``production_age_seconds`` (since its promotion).
 ``since_last``
@@ -66,6 +76,7 @@ from knowledge import queries
 from knowledge.tables import ManagedModel, ModelVersion, Observation, Stage, Symptom
 from mape._util.timeutil import ensure_utc
 from mape.plan.expressions import CONTEXT_ROOTS
+from mape.plan.fields import PROMOTION_METRICS
 
 __all__ = ["CONTEXT_ROOTS", "METRIC_ROOTS", "assemble_context", "build_context", "build_contexts", "canary_view",
            "metric_root"]
@@ -166,22 +177,69 @@ def _symptoms(symptoms: list[Symptom], at: datetime, oldest: datetime | None) ->
     return result
 
 
-def _model(model: ManagedModel, versions: list[ModelVersion], at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def _model(model: ManagedModel, versions: list[ModelVersion],
+           at: datetime) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     production = next((v for v in versions if v.stage == Stage.production.value), None)
+    # the rule of knowledge.registry.rollback_target: the retired version that served last (stints in
+    # production do not overlap, so the latest promotion among them is the latest retirement)
+    served = [v for v in versions if v.stage == Stage.archived.value and v.promoted_at is not None]
     info: dict[str, Any] = {
         "name": model.name,
         "labels": _json_scalar(dict(model.labels or {})),
         "versions": len(versions),
-        # the same rule as knowledge.registry.rollback_target: a retired version that once served
-        "can_roll_back": any(v.stage == Stage.archived.value and v.promoted_at is not None for v in versions),
+        "can_roll_back": bool(served),
     }
+    if served:
+        info["rollback_version"] = max(served, key=lambda v: (ensure_utc(v.promoted_at), v.version)).version
     baseline: dict[str, Any] = {}
+    promotion: dict[str, Any] = {}
     if production is not None:
         info["production_version"] = production.version
         if production.promoted_at is not None:
             info["production_age_seconds"] = (at - ensure_utc(production.promoted_at)).total_seconds()
         baseline = _json_scalar(dict(production.metrics or {}))
-    return info, baseline
+        promotion = promotion_root(getattr(production, "evaluation", None))
+    return info, baseline, promotion
+
+
+def promotion_root(evaluation: Any) -> dict[str, Any]:
+    """The ``promotion`` root from a version's stored gate ``evaluation`` (see :mod:`mape.execute.gate`).
+
+    >>> promotion_root({"n": 400, "champion_version": 1, "candidate": {"accuracy": 0.9},
+    ...                 "champion": {"accuracy": 0.8}, "fairness": {"gaps": {
+    ...                     "demographic_parity_difference": {"candidate": 0.12, "champion": 0.3}}}})
+    {'n': 400.0, 'replaced_version': 1, 'accuracy': 0.9, 'replaced_accuracy': 0.8, \
+'demographic_parity_difference': 0.12, 'replaced_demographic_parity_difference': 0.3}
+    >>> promotion_root(None)
+    {}
+    """
+    if not isinstance(evaluation, dict):
+        return {}
+    root: dict[str, Any] = {}
+    n = _number(evaluation.get("n"))
+    if n is not None:
+        root["n"] = n
+    replaced = evaluation.get("champion_version")
+    if isinstance(replaced, int) and not isinstance(replaced, bool):
+        root["replaced_version"] = replaced
+    pairs: list[tuple[Any, Any]] = [(evaluation.get("candidate"), evaluation.get("champion"))]
+    gaps = (evaluation.get("fairness") or {}).get("gaps") if isinstance(evaluation.get("fairness"), dict) else None
+    if isinstance(gaps, dict):
+        pairs.append(({k: v.get("candidate") for k, v in gaps.items() if isinstance(v, dict)},
+                      {k: v.get("champion") for k, v in gaps.items() if isinstance(v, dict)}))
+    for ours, theirs in pairs:
+        for prefix, numbers in (("", ours), ("replaced_", theirs)):
+            for name, value in (numbers or {}).items() if isinstance(numbers, dict) else ():
+                number = _number(value)
+                if name in PROMOTION_METRICS and number is not None:
+                    root[prefix + name] = number
+    return root
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def build_contexts(
@@ -244,8 +302,8 @@ def assemble_context(model: ManagedModel, observations: dict[str, Observation], 
     """
     wanted = CONTEXT_ROOTS if roots is None else tuple(root for root in CONTEXT_ROOTS if root in roots)
     context: dict[str, Any] = _metric_roots(observations, wanted, oldest)
-    if "model" in wanted or "baseline" in wanted:
-        context["model"], context["baseline"] = _model(model, versions, at)
+    if "model" in wanted or "baseline" in wanted or "promotion" in wanted:
+        context["model"], context["baseline"], context["promotion"] = _model(model, versions, at)
     if "symptoms" in wanted:
         context["symptoms"] = _symptoms(symptoms, at, oldest)
     if "since_last" in wanted:

@@ -51,6 +51,12 @@ class RootFields:
     open_fields: frozenset[str] = field(default_factory=frozenset)
 
 
+#: What the promotion gate measured of both versions, read as ``promotion.<name>`` (the version in production)
+#: and ``promotion.replaced_<name>`` (the version it replaced), on the same held-out rows.
+SCORE_METRICS: tuple[str, ...] = ("accuracy", "mae", "rmse")
+PROMOTION_METRICS: tuple[str, ...] = (*SCORE_METRICS, "demographic_parity_difference", "equalized_odds_difference",
+                                      "equal_opportunity_difference")
+
 CONTEXT_FIELDS: Mapping[str, RootFields] = {
     "drift": RootFields(frozenset({"share_drifted", "n_drifted", "n_features", "min_q_value", "detected",
                                    "max_effect_size", "n_reference", "n_current", "reference_version"})),
@@ -73,9 +79,11 @@ CONTEXT_FIELDS: Mapping[str, RootFields] = {
                                      "max_null_rate_increase", "max_out_of_range_share", "max_unseen_category_share",
                                      "issues", "n_current"})),
     "baseline": RootFields(None),
+    "promotion": RootFields(frozenset({"replaced_version", "n", *(f"{prefix}{name}" for prefix in ("", "replaced_")
+                                                                   for name in PROMOTION_METRICS)})),
     "symptoms": RootFields(None, entry_fields=frozenset({"severity", "opened_at", "age_seconds"})),
-    "model": RootFields(frozenset({"name", "labels", "versions", "can_roll_back", "production_version",
-                                   "production_age_seconds"}), open_fields=frozenset({"labels"})),
+    "model": RootFields(frozenset({"name", "labels", "versions", "can_roll_back", "rollback_version",
+                                   "production_version", "production_age_seconds"}), open_fields=frozenset({"labels"})),
     "since_last": RootFields(None),
 }
 

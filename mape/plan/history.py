@@ -275,12 +275,13 @@ class SymptomHistory:
 
 @dataclass
 class _VersionAt:
-    """A version as the context reads it: number, stage and ``promoted_at`` as they stood, metrics."""
+    """A version as the context reads it: number, stage and ``promoted_at`` as they stood, metrics, evaluation."""
 
     version: int
     stage: str
     promoted_at: datetime | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
 
 
 class VersionHistory:
@@ -371,7 +372,8 @@ class VersionHistory:
             else:
                 stage = version.stage if version.stage in (Stage.candidate.value, Stage.rejected.value) \
                     else Stage.candidate.value
-            result.append(_VersionAt(version.version, stage, promoted_at, dict(version.metrics or {})))
+            evaluation = version.evaluation if version.evaluation and promoted_at is not None else None
+            result.append(_VersionAt(version.version, stage, promoted_at, dict(version.metrics or {}), evaluation))
         return result
 
 

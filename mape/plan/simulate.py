@@ -534,7 +534,7 @@ class _Replay:
             self.roots[root] = None if any(r is None for r in reads) else frozenset().union(*reads)  # type: ignore[misc]
         model_fields = self.roots.get("model", frozenset())
         # without production_age_seconds, the model and baseline roots change only with the versions
-        self.per_snapshot = {"baseline"} | ({"model"} if model_fields is not None
+        self.per_snapshot = {"baseline", "promotion"} | ({"model"} if model_fields is not None
                                             and "production_age_seconds" not in model_fields else set())
         self._all_roots = tuple(self.roots)
         self._metric_roots = tuple(root for root in self.roots if root in METRIC_ROOTS)

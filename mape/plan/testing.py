@@ -35,7 +35,7 @@ import difflib
 import json
 import os
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -62,6 +62,7 @@ from knowledge.tables import (
 from mape._util.timeutil import ensure_utc, parse_duration
 from mape.errors import MapeError, PolicyError
 from mape.plan.context import METRIC_ROOTS, build_context
+from mape.plan.fields import CONTEXT_FIELDS, SCORE_METRICS
 from mape.plan.loader import LoadedPolicy, is_policy_file, load_policy_text
 from mape.plan.planner import Planner
 
@@ -120,6 +121,32 @@ def _resolve(moment: datetime | timedelta, origin: datetime) -> datetime:
     return origin + moment if isinstance(moment, timedelta) else moment
 
 
+def gate_evaluation(promotion: Mapping[str, float]) -> dict[str, Any]:
+    """A stored gate evaluation whose ``promotion`` root (:func:`mape.plan.context.promotion_root`) is ``promotion``.
+
+    >>> from mape.plan.context import promotion_root
+    >>> fields = {"replaced_version": 1, "accuracy": 0.9, "demographic_parity_difference": 0.12,
+    ...           "replaced_demographic_parity_difference": 0.25}
+    >>> promotion_root(gate_evaluation(fields)) == fields
+    True
+    """
+    evaluation: dict[str, Any] = {"candidate": {}, "champion": {}, "fairness": {"gaps": {}}}
+    for name, value in promotion.items():
+        if name == "replaced_version":
+            evaluation["champion_version"] = int(value)
+        elif name == "n":
+            evaluation["n"] = int(value)
+        else:
+            replaced = name.startswith("replaced_")
+            metric = name.removeprefix("replaced_")
+            side = "champion" if replaced else "candidate"
+            if metric in SCORE_METRICS:
+                evaluation[side][metric] = value
+            else:
+                evaluation["fairness"]["gaps"].setdefault(metric, {})[side] = value
+    return evaluation
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -143,7 +170,23 @@ class VersionSpec(_Strict):
     version: int | None = Field(None, ge=1)
     promoted_at: datetime | timedelta | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    promotion: dict[str, float] | None = Field(
+        None, description="What the promotion gate measured when this version was promoted, as policies read it "
+                          "(promotion.<name>): e.g. {replaced_version: 1, demographic_parity_difference: 0.12, "
+                          "replaced_demographic_parity_difference: 0.25}.")
     stage: Literal["candidate", "rejected"] | None = None
+
+    @field_validator("promotion")
+    @classmethod
+    def _promotion_fields(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        declared = CONTEXT_FIELDS["promotion"].fields or frozenset()
+        for name in value or {}:
+            if name not in declared:
+                close = difflib.get_close_matches(name, sorted(declared), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"promotion.{name} is not a field of promotion{hint}; it has: "
+                                 f"{', '.join(sorted(declared))}")
+        return value
 
     _t = field_validator("promoted_at", mode="before")(lambda v: None if v is None else _moment(v))
 
@@ -540,7 +583,9 @@ class _World:
         promoted = sorted(((_resolve(v.promoted_at, start), i) for i, v in enumerate(self.case.versions)
                            if v.promoted_at is not None))
         for at, index in promoted:
-            registry.promote(self.session, rows[index], actor=ACTOR, reason="policy test setup", at=at)
+            promotion = self.case.versions[index].promotion
+            registry.promote(self.session, rows[index], actor=ACTOR, reason="policy test setup", at=at,
+                             evaluation=None if promotion is None else gate_evaluation(promotion))
         for row, spec in zip(rows, self.case.versions):
             if spec.stage == "rejected":
                 row.stage = Stage.rejected.value

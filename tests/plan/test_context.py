@@ -19,7 +19,7 @@ def test_an_unobserved_model_has_every_root_and_no_signals(engine, clock):
     assert list(context) == list(CONTEXT_ROOTS)
     assert context == {
         "drift": {}, "performance": {}, "fairness": {}, "gpu": {}, "carbon": {}, "serving": {}, "quality": {},
-        "baseline": {}, "symptoms": {}, "since_last": {},
+        "baseline": {}, "promotion": {}, "symptoms": {}, "since_last": {},
         "model": {"name": "fresh", "labels": {"team": "risk"}, "versions": 0, "can_roll_back": False},
     }
 
@@ -110,7 +110,36 @@ def test_baseline_versions_and_rollback_target(engine, clock):
     assert only_one["baseline"] == {"accuracy": 0.91, "f1": 0.8}
     assert context["baseline"] == {"accuracy": 0.93}
     assert context["model"] == {"name": "m", "labels": {}, "versions": 3, "can_roll_back": True,
-                                "production_version": 2, "production_age_seconds": 600.0}
+                                "rollback_version": 1, "production_version": 2, "production_age_seconds": 600.0}
+    assert context["promotion"] == {}  # promoted by a person, not by the gate
+
+
+def test_the_promotion_root_holds_the_gates_numbers_of_the_version_in_production(engine, clock):
+    evaluation = {"passed": True, "metric": "accuracy", "n": 300, "champion_version": 1,
+                  "candidate": {"accuracy": 0.9}, "champion": {"accuracy": 0.85},
+                  "fairness": {"metric": "equalized_odds_difference", "candidate": 0.1, "champion": 0.2,
+                               "gaps": {"demographic_parity_difference": {"candidate": 0.12, "champion": 0.31},
+                                        "equalized_odds_difference": {"candidate": 0.1, "champion": 0.2},
+                                        "equal_opportunity_difference": {"candidate": None, "champion": 0.05}}}}
+    with session_scope(engine) as session:
+        model = add_model(session)
+        versions = [registry.register_version(session, model_id=model.id, artifact_uri=f"file:///v{i}")
+                    for i in (1, 2, 3)]
+        registry.promote(session, versions[0], actor="test", at=clock())
+        registry.promote(session, versions[1], actor="test", at=clock.advance(timedelta(hours=1)),
+                         evaluation=evaluation)
+        context = build_context(session, model, clock.advance(timedelta(minutes=5)))
+        registry.promote(session, versions[2], actor="test", at=clock.advance(timedelta(hours=1)))
+        after = build_context(session, model, clock.advance(timedelta(minutes=5)))
+
+    assert context["promotion"] == {
+        "n": 300.0, "replaced_version": 1, "accuracy": 0.9, "replaced_accuracy": 0.85,
+        "demographic_parity_difference": 0.12, "replaced_demographic_parity_difference": 0.31,
+        "equalized_odds_difference": 0.1, "replaced_equalized_odds_difference": 0.2,
+        "replaced_equal_opportunity_difference": 0.05}  # an undefined gap is absent, never 0
+    assert context["model"]["rollback_version"] == 1
+    assert after["promotion"] == {}  # version 3's own promotion had no gate
+    assert after["model"]["rollback_version"] == 2  # the version that served last
 
 
 def test_since_last_counts_only_acting_decisions_per_action(engine, clock):

@@ -188,5 +188,6 @@ def test_a_long_condition_with_many_syntax_errors_gets_a_short_message_naming_th
         message = str(exc)
     else:
         raise AssertionError("the policy loaded")
-    assert message.startswith("policies/fuzzed.yaml:21:9: spec.when: not a valid CEL expression: at 1:5: ")
+    line = text.splitlines().index("  when: >-") + 2  # the condition's first line, where YAML's block begins
+    assert message.startswith(f"policies/fuzzed.yaml:{line}:9: spec.when: not a valid CEL expression: at 1:5: ")
     assert "more errors)" in message and len(message) < 600
