@@ -24,12 +24,14 @@ def diagnose(entry: dict[str, Any], trace: Trace) -> list[str]:
         end = next((c for c in entry["changes"] if c > onset), entry["ticks"] + 1)
         kinds = sorted({kind for tick, kind in trace.symptoms if onset <= tick < end})
         if episode["detection_delay"] is None:
-            if "data_drift" not in kinds:
-                notes.append(f"change at {onset}: no decision; retrain-on-drift needs an open data_drift symptom and "
-                             f"none opened (symptoms seen: {', '.join(kinds) or 'none'}), so mape did not retrain.")
+            if not {"data_drift", "performance_drop"} & set(kinds):
+                notes.append(f"change at {onset}: no decision; the retrain policies need an open data_drift or "
+                             f"performance_drop symptom and none opened (symptoms seen: {', '.join(kinds) or 'none'}), "
+                             "so mape did not retrain.")
             else:
-                notes.append(f"change at {onset}: data_drift opened but no policy decided (accuracy_drop above 0.03 "
-                             "with the symptom 2 h old did not hold, or a cooldown or verdict blocked it).")
+                notes.append(f"change at {onset}: {' and '.join(k for k in kinds if k in ('data_drift', 'performance_drop'))} "
+                             "opened but no policy decided (the accuracy drop or the symptom's age did not reach the "
+                             "policies' thresholds, or a cooldown or verdict blocked it).")
         elif (episode["latency"]["action"] or 0) > (oracle_episode["latency"]["action"] or 0):
             notes.append(f"change at {onset}: mape acted {episode['latency']['action']:.0f} ticks after the onset, "
                          f"the oracle {oracle_episode['latency']['action']:.0f}.")

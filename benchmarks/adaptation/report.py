@@ -88,8 +88,8 @@ def markdown(results: dict[str, Any]) -> str:
              "Strategies: `none` (version 1 throughout), `periodic` (retrain every "
              f"{results['settings']['periodic_every']} ticks, always deploy), `oracle` (decides at each true change "
              "and retrains at the first tick whose training window holds only the new regime, always deploys), "
-             "`mape` (the real engine with the shipped retrain-on-drift, rollback-on-regression and fairness-guard "
-             "policies unchanged, the retrain effector and its promotion gate). All train the same model on the same "
+             "`mape` (the real engine with the shipped retrain-on-drift, retrain-on-concept-drift, "
+             "rollback-on-regression and fairness-guard policies unchanged, the retrain effector and its promotion gate). All train the same model on the same "
              "window (last 4 ticks, newest held out).", "",
              f"Definitions: accuracy area = mean per-tick prequential accuracy; recovered = within {TOLERANCE:.2f} of "
              f"the mean accuracy of the 24 ticks before the change; oscillation = A→B→A actions within "

@@ -4,8 +4,8 @@ Who calls it: :func:`benchmarks.adaptation.main`, once per scenario and seed.
 
 A real :class:`mape.controller.Controller` with a SQLite knowledge base in a
 temporary directory, the shipped policies ``retrain-on-drift``,
-``rollback-on-regression`` and ``fairness-guard`` copied verbatim from
-``policies/``, the built-in ``retrain`` and ``rollback`` effectors, the
+``retrain-on-concept-drift``, ``rollback-on-regression`` and ``fairness-guard``
+copied verbatim from ``policies/``, the built-in ``retrain`` and ``rollback`` effectors, the
 promotion gate, and energy metering on. The clock is stepped one hour per
 tick; before each tick the hour's requests are scored by the version the
 registry says is in production and written as Parquet parts (inference log,
@@ -48,7 +48,8 @@ from mape.controller import Controller
 from mape.execute.training import load_artifact, save_artifact
 
 MODEL = "adaptive"
-POLICIES = ("retrain-on-drift.yaml", "rollback-on-regression.yaml", "fairness-guard.yaml")
+POLICIES = ("retrain-on-drift.yaml", "retrain-on-concept-drift.yaml", "rollback-on-regression.yaml",
+            "fairness-guard.yaml")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABEL_DELAY = timedelta(minutes=45)
 ACTING = ("proposed", "approved")

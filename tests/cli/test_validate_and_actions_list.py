@@ -37,7 +37,8 @@ def _policy(name: str, action: str, models: str = "['*']", params: str = "{}") -
 def test_a_clean_library_is_one_ok_line_and_exit_0():
     result = runner.invoke(app, ["policy", "validate", str(REPO / "policies")])
     assert result.exit_code == 0, result.output
-    assert result.output == ("ok: 6 valid, 0 invalid, 0 warnings: fairness-guard, retrain-on-drift, "
+    assert result.output == ("ok: 7 valid, 0 invalid, 0 warnings: fairness-guard, retrain-on-concept-drift, "
+                             "retrain-on-drift, "
                              "retrain-when-carbon-is-low, rollback-on-regression, scale-down-when-gpu-idle, "
                              "scale-up-on-gpu-load\n")
 

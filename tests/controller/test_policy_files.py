@@ -45,7 +45,8 @@ def test_bad_file_is_refused_and_the_others_keep_working(tmp_path: Path):
     world = make_world(tmp_path / "world", policies)
     controller = world.controller
     names = sorted(p.name for p in controller.policies)
-    assert names == ["always-retrain", "fairness-guard", "retrain-on-drift", "retrain-when-carbon-is-low",
+    assert names == ["always-retrain", "fairness-guard", "retrain-on-concept-drift", "retrain-on-drift",
+                     "retrain-when-carbon-is-low",
                      "rollback-on-regression", "scale-down-when-gpu-idle", "scale-up-on-gpu-load"]
     errors = "\n".join(controller.policy_errors)
     assert "broken.yaml" in errors and "spec.mode" in errors
