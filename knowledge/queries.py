@@ -481,6 +481,34 @@ def latest_summary_metrics_fleet(
     return result
 
 
+def recent_tick_times(session: Session, *, until: datetime, n: int) -> list[datetime]:
+    """The logical times of the newest ``n`` ticks at or before ``until`` (of any controller), newest first."""
+    query = select(Tick.at).where(Tick.at <= until).distinct().order_by(col(Tick.at).desc()).limit(n)
+    return [ensure_utc(at) for at in session.exec(query)]
+
+
+def metric_rows_fleet(session: Session, model_ids: Sequence[int], metrics: Sequence[str], *, since: datetime,
+                      until: datetime) -> dict[tuple[int, str], list[Any]]:
+    """Every observation of ``metrics`` of the models with ``since <= time <= until``, in one query.
+
+    By ``(model_id, metric)``, newest first (time, then id), as rows of
+    ``id``, ``model_id``, ``metric``, ``time``, ``value`` and ``labels``: what
+    :func:`metric_series` returns one model and metric at a time, for a fleet
+    and a bounded stretch of time (the Analyze stage's last ticks).
+    """
+    result: dict[tuple[int, str], list[Any]] = {}
+    if not model_ids or not metrics:
+        return result
+    query = (select(Observation.id, Observation.model_id, Observation.metric, Observation.time, Observation.value,
+                    Observation.labels)
+             .where(col(Observation.model_id).in_(list(model_ids)), col(Observation.metric).in_(list(metrics)),
+                    Observation.time >= since, Observation.time <= until)
+             .order_by(col(Observation.time).desc(), col(Observation.id).desc()))
+    for row in session.exec(query):
+        result.setdefault((row.model_id, row.metric), []).append(row)
+    return result
+
+
 def open_symptoms_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, list[Symptom]]:
     result: dict[int, list[Symptom]] = {}
     if not model_ids:

@@ -30,6 +30,15 @@ has never written for the model is not stale (the Monitor says why it does not
 measure it). The fallback values a failing sensor writes count as written, so
 a failing sensor goes stale ``stale_after`` after its last fallback.
 
+**Reads.** A pass reads the fleet at once: one query for the open symptoms
+of all models, one for the newest tick times, and one for every rule's and
+freshness metric's rows of all models since the ``max(for, clear) + 2``-th
+newest tick. A series whose rows there do not settle it (fewer values than
+the rule needs, or no row of a freshness metric: a sparse or stale sensor) is
+read on its own, as deep as before, so the outcome never depends on the
+bound; a steady fleet needs no such read (docs/DESIGN.md, "Analyze at fleet
+scale").
+
 Every symptom names the observations it came from: ``evidence.opened_by``
 (and ``closed_by``) lists each deciding observation's ``observation_id``,
 time and value (for ``stale_signal``: the newest observation of each stale
@@ -46,7 +55,7 @@ from typing import Any, Literal
 
 from sqlmodel import Session
 
-from knowledge.queries import metric_series, open_symptom, open_symptoms
+from knowledge.queries import metric_rows_fleet, metric_series, open_symptoms_fleet, recent_tick_times
 from knowledge.tables import Observation, Symptom, SymptomStatus
 from mape._util.timeutil import ensure_utc
 from mape.config import SymptomRule
@@ -197,40 +206,74 @@ class Analyzer:
         at = ensure_utc(at)
         entries: list[ModelSymptoms] = []
         errors: list[AnalyzeError] = []
+        ids = list(model_ids.values())
+        rows = self._recent_rows(session, ids, at)
+        open_now = {model_id: {s.kind: s for s in symptoms}
+                    for model_id, symptoms in open_symptoms_fleet(session, ids).items()}
         for name, model_id in model_ids.items():
             opened: list[SymptomView] = []
             closed: list[SymptomView] = []
+            symptoms = open_now.setdefault(model_id, {})
             for rule in self.rules:
                 try:
-                    change, symptom = self._apply(session, model_id, rule, at)
+                    window = None if rows is None else rows.get((model_id, rule.metric), ())
+                    values = _recent_values(session, model_id, rule, at, window)
+                    change, symptom = self._apply(session, model_id, rule, at, values, symptoms.get(rule.symptom))
                 except Exception as exc:  # noqa: BLE001 - one rule's failure must not stop the others
                     error = AnalyzeError(name, rule.symptom,
                                          f"Rule {rule.symptom} for model {name} failed: {exc}")
                     logger.error(error.message, exc_info=not isinstance(exc, MapeError))
                     errors.append(error)
                     continue
-                if change is not None and symptom is not None:
-                    (opened if change == "opened" else closed).append(SymptomView.of(symptom))
+                _track(symptoms, rule.symptom, change, symptom, opened, closed)
             if self.stale_after is not None:
                 try:
-                    change, symptom = self._apply_staleness(session, model_id, at, self.stale_after)
+                    newest = self._newest(session, model_id, at, rows)
+                    change, symptom = self._apply_staleness(session, model_id, at, self.stale_after, newest,
+                                                            symptoms.get(STALE_SIGNAL))
                 except Exception as exc:  # noqa: BLE001 - like a rule: logged, the pass goes on
                     error = AnalyzeError(name, STALE_SIGNAL, f"Staleness check for model {name} failed: {exc}")
                     logger.error(error.message, exc_info=not isinstance(exc, MapeError))
                     errors.append(error)
                     change, symptom = None, None
-                if change is not None and symptom is not None:
-                    (opened if change == "opened" else closed).append(SymptomView.of(symptom))
-            still_open = tuple(SymptomView.of(s) for s in open_symptoms(session, model_id))
+                _track(symptoms, STALE_SIGNAL, change, symptom, opened, closed)
+            still_open = tuple(SymptomView.of(s) for s in sorted(symptoms.values(), key=lambda s: (s.opened_at, s.id)))
             entries.append(ModelSymptoms(name, tuple(opened), tuple(closed), still_open))
+        session.flush()
         return AnalyzeReport(at=at, models=tuple(entries), errors=tuple(errors))
 
-    def _apply(self, session: Session, model_id: int, rule: SymptomRule,
-               at: datetime) -> tuple[Literal["opened", "closed"] | None, Symptom | None]:
-        values = _recent_values(session, model_id, rule, at)
+    def _recent_rows(self, session: Session, model_ids: Sequence[int],
+                     at: datetime) -> dict[tuple[int, str], list[Any]] | None:
+        """The rules' and freshness metrics' rows of every model since the ``depth + 2``-th newest tick (one query).
+
+        ``None`` when no tick is recorded (an Analyzer run outside a controller's
+        tick): every series is then read on its own.
+        """
+        metrics = {rule.metric for rule in self.rules}
+        if self.stale_after is not None:
+            metrics |= {FRESHNESS_METRICS[sensor] for sensor in self.stale_sensors}
+        depth = max((max(rule.for_ticks, rule.clear_ticks) for rule in self.rules), default=1)
+        ticks = recent_tick_times(session, until=at, n=depth + 2)
+        if not ticks:
+            return None
+        return metric_rows_fleet(session, model_ids, sorted(metrics), since=ticks[-1], until=at)
+
+    def _newest(self, session: Session, model_id: int, at: datetime,
+                rows: Mapping[tuple[int, str], list[Any]] | None) -> dict[str, Any]:
+        """By watched sensor, the newest row of its freshness metric (any labels), at or before ``at``."""
+        newest: dict[str, Any] = {}
+        for sensor in self.stale_sensors:
+            metric = FRESHNESS_METRICS[sensor]
+            # not in the last ticks: stale, or never written; only the series itself can tell
+            found = (rows or {}).get((model_id, metric)) or metric_series(session, model_id, metric, limit=1, until=at)
+            if found:
+                newest[sensor] = found[0]
+        return newest
+
+    def _apply(self, session: Session, model_id: int, rule: SymptomRule, at: datetime, values: Sequence[Any],
+               symptom: Symptom | None) -> tuple[Literal["opened", "closed"] | None, Symptom | None]:
         if not values:
             return None, None
-        symptom = open_symptom(session, model_id, rule.symptom)
         if symptom is None:
             streak = values[: rule.for_ticks]
             if len(streak) == rule.for_ticks and all(_past_enter(rule, o.value) for o in streak):
@@ -254,19 +297,12 @@ class Analyzer:
             logger.info("Symptom %s of model_id=%s closed at %s.", rule.symptom, model_id, at.isoformat())
             return "closed", symptom
         session.add(symptom)
-        session.flush()
         return None, symptom
 
-
-    def _apply_staleness(self, session: Session, model_id: int, at: datetime,
-                         stale_after: timedelta) -> tuple[Literal["opened", "closed"] | None, Symptom | None]:
-        newest: dict[str, Observation] = {}
-        for sensor in self.stale_sensors:
-            rows = metric_series(session, model_id, FRESHNESS_METRICS[sensor], limit=1, until=at)
-            if rows:
-                newest[sensor] = rows[0]
+    def _apply_staleness(self, session: Session, model_id: int, at: datetime, stale_after: timedelta,
+                         newest: Mapping[str, Any], symptom: Symptom | None,
+                         ) -> tuple[Literal["opened", "closed"] | None, Symptom | None]:
         stale = {sensor: o for sensor, o in newest.items() if ensure_utc(o.time) < at - stale_after}
-        symptom = open_symptom(session, model_id, STALE_SIGNAL)
         if symptom is None:
             if not stale:
                 return None, None
@@ -297,15 +333,42 @@ class Analyzer:
         return "closed", symptom
 
 
-def _freshness_evidence(newest: Mapping[str, Observation], at: datetime) -> list[dict[str, Any]]:
+def _track(symptoms: dict[str, Symptom], kind: str, change: Literal["opened", "closed"] | None,
+           symptom: Symptom | None, opened: list[SymptomView], closed: list[SymptomView]) -> None:
+    """Keep a model's open symptoms by kind current after one rule, and note what it opened or closed."""
+    if change is None or symptom is None:
+        return
+    if change == "opened":
+        symptoms[kind] = symptom
+        opened.append(SymptomView.of(symptom))
+    else:
+        symptoms.pop(kind, None)
+        closed.append(SymptomView.of(symptom))
+
+
+def _freshness_evidence(newest: Mapping[str, Any], at: datetime) -> list[dict[str, Any]]:
     """By sensor: its newest observation (the id, metric and time) and how old it is at ``at``."""
     return [{"sensor": sensor, "metric": o.metric, "observation_id": o.id, "time": ensure_utc(o.time).isoformat(),
              "age_seconds": (at - ensure_utc(o.time)).total_seconds()} for sensor, o in sorted(newest.items())]
 
 
-def _recent_values(session: Session, model_id: int, rule: SymptomRule, at: datetime) -> list[Observation]:
-    """This tick's and the preceding summary values of the rule's metric, newest first; empty without one at ``at``."""
+def _recent_values(session: Session, model_id: int, rule: SymptomRule, at: datetime,
+                   window: Sequence[Any] | None = None) -> list[Any]:
+    """This tick's and the preceding summary values of the rule's metric, newest first; empty without one at ``at``.
+
+    ``window``: the series' rows of the last ticks, newest first, when the
+    pass read them for the fleet (empty: none there, so none at ``at``); used
+    when they settle the answer (no summary value at ``at``, or
+    ``max(for, clear)`` values), else the series is read here.
+    """
     depth = max(rule.for_ticks, rule.clear_ticks)
+    if window is not None:
+        rows = [o for o in window if not o.labels]
+        if not rows or ensure_utc(rows[0].time) != at or rows[0].value is None:
+            return []
+        values = [o for o in rows if o.value is not None]
+        if len(values) >= depth:
+            return values[:depth]
     # no ``labels`` filter: an empty one matches every row, and made metric_series read 200 times the limit, a cost
     # that grew with the knowledge base's history (48 ms a rule and model at 4,000 ticks; docs/DESIGN.md, fleet scale)
     rows = [o for o in metric_series(session, model_id, rule.metric, limit=4 * depth + 4, until=at)

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from knowledge import registry
 from knowledge.database import session_scope
-from knowledge.queries import add_observations
+from knowledge.queries import add_observations, begin_tick
 from knowledge.tables import Observation, Symptom
 from mape.analyze import STALE_SIGNAL, Analyzer
 from mape.config import SymptomRule, default_symptom_rules
@@ -22,6 +22,8 @@ MINUTE = timedelta(minutes=1)
 class Loop:
     """Writes the freshness rows of the sensors named at each tick, then runs the analyzer, like the controller."""
 
+    record_ticks = True  # the controller's tick row (tests/analyze/conftest.py runs each test with and without)
+
     def __init__(self, engine, analyzer: Analyzer, models: tuple[str, ...] = ("m",)) -> None:
         self.engine = engine
         self.analyzer = analyzer
@@ -31,6 +33,8 @@ class Loop:
     def tick(self, at: datetime, *sensors: str, model: str = "m"):
         metrics = {"drift": "drift.n_current", "performance": "performance.n_labelled"}
         with session_scope(self.engine) as session:
+            if self.record_ticks:
+                begin_tick(session, at, controller_id="test")
             add_observations(session, [Observation(time=at, model_id=self.ids[model], sensor=s, metric=metrics[s],
                                                    value=100.0, labels={}) for s in sensors])
             return self.analyzer.run(session, self.ids, at)

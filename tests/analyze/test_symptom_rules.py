@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from knowledge import registry
 from knowledge.database import session_scope
-from knowledge.queries import add_observations
+from knowledge.queries import add_observations, begin_tick
 from knowledge.tables import Observation, Symptom
 from mape.analyze import Analyzer, AnalyzeReport
 from mape.config import SymptomRule
@@ -26,6 +26,8 @@ ACCURACY = SymptomRule(symptom="low_accuracy", metric="performance.accuracy", di
 class Loop:
     """Writes one observation per tick and runs the analyzer at that tick, like the controller does."""
 
+    record_ticks = True  # the controller's tick row (tests/analyze/conftest.py runs each test with and without)
+
     def __init__(self, engine, rules: list[SymptomRule], models: tuple[str, ...] = ("m",)) -> None:
         self.engine = engine
         self.analyzer = Analyzer(rules)
@@ -40,6 +42,8 @@ class Loop:
     def step(self, values: dict[str, float | None], *, model: str = "m", labels: dict | None = None) -> AnalyzeReport:
         self.tick += 1
         with session_scope(self.engine) as session:
+            if self.record_ticks:
+                begin_tick(session, self.at, controller_id="test")
             add_observations(session, [
                 Observation(time=self.at, model_id=self.ids[model], sensor="test", metric=metric, value=value,
                             labels=labels or {})
@@ -208,3 +212,54 @@ def test_models_and_rules_are_independent(engine):
 def test_rules_with_the_same_kind_are_refused():
     with pytest.raises(InvalidParameterError, match="The 'rules' parameter of Analyzer must be a sequence of rules"):
         Analyzer([DRIFT, DRIFT.model_copy(update={"metric": "drift.min_q_value"})])
+
+
+def test_a_sparse_series_is_read_as_deep_as_it_needs(engine):
+    """A sensor that reports every few ticks: the last ticks hold one value, the rule needs two, the series has them."""
+    loop = Loop(engine, [DRIFT])
+    loop.step({"drift.share_drifted": 0.5})
+    for _ in range(5):
+        loop.step({"performance.accuracy": 0.9})  # other sensors write; drift does not
+
+    report = drift(loop, 0.6)[0]
+
+    [symptom] = loop.symptoms()
+    assert [v.id for v in report.model("m").opened] == [symptom.id]
+    assert [e["value"] for e in symptom.evidence["opened_by"]] == [0.5, 0.6]
+
+
+def test_a_pass_reads_the_same_few_times_for_any_fleet_size(engine, analyze_reads):
+    from sqlalchemy import event
+
+    def statements(n_models: int) -> int:
+        loop = Loop(engine, [DRIFT, ACCURACY], models=tuple(f"n{n_models}-{k}" for k in range(n_models)))
+        for value in (0.05, 0.5, 0.5):
+            loop.tick += 1
+            with session_scope(engine) as session:
+                if loop.record_ticks:
+                    begin_tick(session, loop.at, controller_id=f"fleet-{n_models}")
+                add_observations(session, [
+                    Observation(time=loop.at, model_id=model_id, sensor="test", metric=metric, value=v, labels={})
+                    for model_id in loop.ids.values()
+                    for metric, v in (("drift.share_drifted", value), ("performance.accuracy", 0.9),
+                                      ("drift.n_current", 500.0), ("performance.n_labelled", 500.0))])
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+            if statement.lstrip().upper().startswith("SELECT"):
+                seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with session_scope(engine) as session:
+                report = loop.analyzer.run(session, loop.ids, loop.at)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert all([v.kind for v in m.opened] == ["data_drift"] for m in report.models)
+        return len(seen)
+
+    small, large = statements(3), statements(30)
+    if analyze_reads == "fleet-reads":
+        assert small == large <= 4  # tick times, the rows of the last ticks, the open symptoms (and no more)
+    else:
+        assert large > 5 * small  # each series on its own
