@@ -55,9 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,6 +69,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from benchmarks.machine import describe, write_results  # noqa: E402
+from benchmarks.scratch_postgres import scratch_database  # noqa: E402
 from benchmarks.sensing import PART, START, _Collections, _knowledge_base, _Timer, _World  # noqa: E402
 from knowledge.database import session_scope  # noqa: E402
 from mape._util.heap import settle_heap  # noqa: E402
@@ -85,7 +84,6 @@ REPOSITORY = f"{Path(__file__).resolve().parent.parent}/"
 POLICIES = Path(REPOSITORY) / "policies"
 KERNELS = ((DriftSensor, "score"), (PerformanceSensor, "score"), (DataQualitySensor, "score"))
 STAGES = ("begin", "reconcile", "monitor", "analyze", "verify", "canary", "plan", "dispatch", "notify", "finish")
-PG_ADMIN_URL = os.environ.get("MAPE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 class _Recorder:
@@ -304,22 +302,6 @@ def _summarise(n_models: int, first: list[dict[str, Any]], measured: list[dict[s
     return result
 
 
-@contextmanager
-def _postgres_database() -> Iterator[str]:
-    """A fresh database on the PostgreSQL server at 127.0.0.1:5432, dropped afterwards."""
-    import psycopg
-
-    name = f"mape_bench_fleet_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN_URL.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _configuration(backend: str, n_models: int, ticks: int, warmup: int, profile: bool) -> dict[str, Any]:
     """One backend and fleet size, in a fresh process (called through a process pool)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -327,7 +309,7 @@ def _configuration(backend: str, n_models: int, ticks: int, warmup: int, profile
         if backend == "sqlite":
             return measure_fleet(n_models, f"sqlite:///{root / 'mape.db'}", root, ticks=ticks, warmup=warmup,
                                  profile=profile)
-        with _postgres_database() as url:
+        with scratch_database("mape_bench_fleet") as url:
             return measure_fleet(n_models, url, root, ticks=ticks, warmup=warmup, profile=profile)
 
 

@@ -23,6 +23,11 @@ Every ``cycle`` (24 h) each model's population drifts for ``drift_for`` (8 h),
 the models' episodes staggered over the cycle: drift is detected, accuracy
 drops, ``retrain-on-drift`` retrains and promotes, and when the drift ends
 the retrained version fails its verification and is rolled back. Every
+``invert_every``-th episode of a model (default every second one) also inverts
+the drifted population's labels, so that no version fits both that episode and
+the normal days: without it one retrain learns both populations within a week
+and the loop stops acting (the first 10,000-tick run: every decision in the
+first 6 days), with it every second day ends in a retrain and a rollback. Every
 decision and action is sent to a webhook on loopback (one Apprise ``json://``
 channel), so the notification outbox is used too. Retention runs from the
 tick with its defaults (7 days raw, 1-hour buckets, a pass every hour).
@@ -53,7 +58,6 @@ import tempfile
 import threading
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -69,6 +73,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from benchmarks.machine import describe, write_results  # noqa: E402
+from benchmarks.scratch_postgres import scratch_database  # noqa: E402
 from examples.credit.serving import FEATURES, CreditServing  # noqa: E402
 from examples.credit.stream import CATEGORICAL, NUMERIC, generate  # noqa: E402
 from knowledge import registry  # noqa: E402
@@ -85,7 +90,6 @@ TICK = timedelta(minutes=5)
 ENTRYPOINT = "examples.credit.model:train"
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 #: Tables whose rows retention must never delete (counts may only grow).
-PG_ADMIN_URL = os.environ.get("MAPE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 KEPT_TABLES = ("decision", "action_run", "audit_event", "model_version", "policy_version", "symptom")
 
 
@@ -105,23 +109,28 @@ class Fleet:
     cycle, drift_for : timedelta
         Each model drifts for ``drift_for`` once per ``cycle``, the models'
         episodes spread evenly over the cycle, the first starting 6 hours in.
+    invert_every : int or None
+        Every ``invert_every``-th episode (counting from 0: episodes 1, 3, ...
+        for 2) inverts the drifted population's labels; ``None``: never.
     log_days : int
         Days of parts the log keeps; older day directories are deleted.
     """
 
     def __init__(self, root: Path, engine: Engine, n_models: int, *, rows_per_hour: int = 600,
                  cycle: timedelta = timedelta(hours=24), drift_for: timedelta = timedelta(hours=8),
-                 log_days: int = 2, seed: int = 11) -> None:
+                 invert_every: int | None = 2, log_days: int = 2, seed: int = 11) -> None:
         if rows_per_hour % 12:
             raise ValueError(f"rows_per_hour must be a multiple of 12 (a part every 5 minutes); got {rows_per_hour}")
         self.root, self.engine = root, engine
         self.names = [f"credit-{m}" for m in range(n_models)]
         self.rows_per_hour, self.cycle, self.drift_for, self.log_days = rows_per_hour, cycle, drift_for, log_days
+        self.invert_every = invert_every
         self.servings = [CreditServing(root / name / "data", engine, name, rows_per_hour=rows_per_hour, seed=seed + m)
                          for m, name in enumerate(self.names)]
         self._rngs = [np.random.default_rng(seed + 100 + m) for m in range(n_models)]
         self._ids = [0] * n_models
         self.drifted_parts = 0
+        self.inverted_parts = 0
 
     def configs(self) -> list[ModelConfig]:
         """The models' configurations (the credit demo's, with this fleet's paths)."""
@@ -161,8 +170,17 @@ class Fleet:
 
     def drifted(self, m: int, at: datetime) -> bool:
         """Whether model ``m``'s population is drifted at ``at``."""
-        offset = timedelta(hours=6) + self.cycle * m / len(self.names)
+        offset = self._offset(m)
         return (at - START - offset) % self.cycle < self.drift_for and at - START >= offset
+
+    def inverted(self, m: int, at: datetime) -> bool:
+        """Whether model ``m``'s labels are inverted at ``at`` (a drifted hour of every ``invert_every``-th episode)."""
+        if self.invert_every is None or not self.drifted(m, at):
+            return False
+        return (at - START - self._offset(m)) // self.cycle % self.invert_every == self.invert_every - 1
+
+    def _offset(self, m: int) -> timedelta:
+        return timedelta(hours=6) + self.cycle * m / len(self.names)
 
     def arrive(self, at: datetime) -> None:
         """Serve and log the five minutes ending at ``at`` for every model; rotate the logs at midnight."""
@@ -174,6 +192,9 @@ class Fleet:
             self.drifted_parts += drifted
             rng = self._rngs[m]
             batch = generate(n, drifted=drifted, rng=rng)
+            if self.inverted(m, start):
+                batch["label"] = 1 - batch["label"]
+                self.inverted_parts += 1
             offsets = np.sort(rng.uniform(0, TICK.total_seconds(), size=n))
             batch.insert(0, "timestamp", pd.to_datetime(start) + pd.to_timedelta(offsets, unit="s"))
             batch.insert(0, "request_id", [f"r{self._ids[m] + i:09d}" for i in range(n)])
@@ -205,8 +226,8 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        """Write nothing: 10,000 ticks of notifications would drown the soak's own output."""
 
 
 @contextmanager
@@ -280,7 +301,7 @@ def _slope_per_day(points: list[tuple[float, float]]) -> float | None:
 def soak(url: str, root: Path, *, ticks: int = 10_000, models: int = 3, rows_per_hour: int = 600,
          sample_every: int = 100, warmup: int = 1000, retention: dict[str, Any] | None = None,
          cycle: timedelta = timedelta(hours=24), drift_for: timedelta = timedelta(hours=8),
-         use_tracemalloc: bool = False, echo: Callable[[str], Any] = lambda line: None) -> dict[str, Any]:
+         invert_every: int | None = 2, use_tracemalloc: bool = False, echo: Callable[[str], Any] = lambda line: None) -> dict[str, Any]:
     """Run ``ticks`` ticks of a fleet of ``models`` over the knowledge base at ``url``; the series and the summary.
 
     Parameters
@@ -294,8 +315,8 @@ def soak(url: str, root: Path, *, ticks: int = 10_000, models: int = 3, rows_per
         baseline of the growth figures (a multiple of ``sample_every``).
     retention : dict, optional
         The ``retention`` settings (``RetentionConfig``); none: its defaults.
-    cycle, drift_for : timedelta
-        The drift episodes (:class:`Fleet`).
+    cycle, drift_for, invert_every
+        The drift episodes, and which of them invert the labels (:class:`Fleet`).
     use_tracemalloc : bool
         Trace allocations from the warm-up sample on and report the lines
         whose allocations grew most by the end (slows the ticks down).
@@ -309,7 +330,8 @@ def soak(url: str, root: Path, *, ticks: int = 10_000, models: int = 3, rows_per
         raise ValueError(f"warmup must be a multiple of sample_every inside (0, ticks); got {warmup}")
     upgrade(url)
     engine = create_engine_for(url)
-    fleet = Fleet(root, engine, models, rows_per_hour=rows_per_hour, cycle=cycle, drift_for=drift_for)
+    fleet = Fleet(root, engine, models, rows_per_hour=rows_per_hour, cycle=cycle, drift_for=drift_for,
+                  invert_every=invert_every)
     series: list[dict[str, Any]] = []
     with _webhook() as (hook_url, hook):
         settings = Settings(db_url=url, policies_dir=POLICIES, artifacts_dir=root / "artifacts",
@@ -431,7 +453,8 @@ def _summary(series: list[dict[str, Any]], *, warmup: int, ticks: int, models: i
         "rows_per_tick_part": rows_per_hour // 12, "tick_logical_s": TICK.total_seconds(),
         "logical_days": round(ticks * TICK / timedelta(days=1), 2),
         "retention": settings.retention.model_dump(mode="json"),
-        "drift": {"cycle": str(fleet.cycle), "drift_for": str(fleet.drift_for), "drifted_parts": fleet.drifted_parts},
+        "drift": {"cycle": str(fleet.cycle), "drift_for": str(fleet.drift_for), "drifted_parts": fleet.drifted_parts,
+                  "invert_every": fleet.invert_every, "inverted_parts": fleet.inverted_parts},
         "log_days_kept": fleet.log_days,
         "wall_s": round(elapsed, 1), "ticks_per_s": round(ticks / elapsed, 2),
         "warmup_tick": warmup,
@@ -473,28 +496,14 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@contextmanager
-def _postgres_database() -> Iterator[str]:
-    """A fresh database on the PostgreSQL server at ``MAPE_BENCH_PG_URL`` (127.0.0.1:5432), dropped afterwards."""
-    import psycopg
-
-    name = f"mape_bench_soak_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN_URL.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--ticks", type=int, default=10_000, help="ticks to run (default 10000: 34.7 days)")
     parser.add_argument("--models", type=int, default=1, help="models in the fleet (default 1)")
     parser.add_argument("--rows-per-hour", type=int, default=600, help="requests per hour and model (default 600)")
     parser.add_argument("--warmup", type=int, default=1000, help="the growth figures' baseline tick (default 1000)")
+    parser.add_argument("--invert-every", type=int, default=2,
+                        help="invert the labels of every N-th drift episode (default 2; 0: never)")
     parser.add_argument("--tracemalloc", action="store_true", help="trace allocations after the warm-up (slower)")
     parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database instead of SQLite")
     parser.add_argument("--results", default="soak", help="results file name in benchmarks/results (default soak)")
@@ -505,9 +514,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         common = dict(ticks=args.ticks, models=args.models, rows_per_hour=args.rows_per_hour, warmup=args.warmup,
-                      use_tracemalloc=args.tracemalloc, echo=lambda line: print(line, flush=True))
+                      invert_every=args.invert_every or None, use_tracemalloc=args.tracemalloc,
+                      echo=lambda line: print(line, flush=True))
         if args.postgres:
-            with _postgres_database() as url:
+            with scratch_database("mape_bench_soak") as url:
                 results["postgresql"] = soak(url, root, **common)  # type: ignore[arg-type]
         else:
             results["sqlite"] = soak(f"sqlite:///{root / 'mape.db'}", root, **common)  # type: ignore[arg-type]

@@ -111,3 +111,23 @@ def test_a_rotated_logs_deleted_parts_leave_the_sources_cache(tmp_path: Path) ->
         window = source.read((at - timedelta(minutes=55)).to_pydatetime(), (at + TICK).to_pydatetime())
         assert len(window) == 10 * min(k + 1, 12)
         assert len(source.cache) <= 12
+
+
+def test_every_second_drift_episode_inverts_the_labels(tmp_path: Path) -> None:
+    """The soak's world keeps the loop acting: a version fitted to an inverted episode fails on the normal days."""
+    from benchmarks.soak import START, Fleet
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'kb.db'}")
+    try:
+        fleet = Fleet(tmp_path, engine, 2, rows_per_hour=120, cycle=timedelta(hours=24), drift_for=timedelta(hours=8))
+        hours = [START + timedelta(hours=h) for h in range(96)]
+        # model 0's episodes start 6 hours in, model 1's 12 hours later; the second, fourth, ... invert
+        for m, first in ((0, 6), (1, 18)):
+            drifted = [h for h, at in enumerate(hours) if fleet.drifted(m, at)]
+            inverted = [h for h, at in enumerate(hours) if fleet.inverted(m, at)]
+            assert drifted == [h for k in range(4) for h in range(first + 24 * k, first + 24 * k + 8) if h < 96]
+            assert inverted == [h for k in (1, 3) for h in range(first + 24 * k, first + 24 * k + 8) if h < 96]
+        never = Fleet(tmp_path, engine, 1, rows_per_hour=120, invert_every=None)
+        assert not any(never.inverted(0, at) for at in hours)
+    finally:
+        engine.dispose()
