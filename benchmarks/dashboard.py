@@ -22,6 +22,7 @@ any page reads the knowledge base. Results go to
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -34,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from sqlalchemy import text
 
 from benchmarks.machine import describe, write_results
+from benchmarks.scratch_postgres import knowledge_bases
 from knowledge import audit, queries, registry
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
@@ -238,34 +239,13 @@ def draw_pages(config: Path, *, repeats: int = REPEATS) -> dict[str, Any]:
             "all_meet_target": all(p["meets_target"] for p in pages.values())}
 
 
-def _postgres_url() -> str | None:
-    import sqlalchemy
-
-    name = f"mape_bench_dashboard_{os.getpid()}"
-    admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-                                     isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(text(f"CREATE DATABASE {name}"))
-    except sqlalchemy.exc.OperationalError:
-        return None
-    finally:
-        admin.dispose()
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     results: dict[str, Any] = {"machine": describe(), "target_s": TARGET_S, "repeats": REPEATS,
                                "models": MODELS, "features": FEATURES, "hours": HOURS}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
-        backends = {"sqlite": f"sqlite:///{directory / 'mape.db'}"}
-        if "--postgres" in argv:
-            url = _postgres_url()
-            if url is not None:
-                backends["postgresql"] = url
+        backends = knowledge_bases(stack, directory, postgres="--postgres" in argv, prefix="mape_bench_dashboard")
         for backend, url in backends.items():
             print(f"filling the {backend} knowledge base...", flush=True)
             held = fill(url)

@@ -15,6 +15,7 @@ Run: ``python -m benchmarks.retention [--postgres]``; writes
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select, text
 
-from benchmarks.dashboard import _postgres_url, _tick_rows
+from benchmarks.dashboard import _tick_rows
 from benchmarks.machine import describe, write_results
+from benchmarks.scratch_postgres import knowledge_bases
 from knowledge import queries, registry, retention
 from knowledge.database import create_engine_for, session_scope
 from knowledge.migrate import upgrade
@@ -130,35 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     results: dict[str, Any] = {"machine": describe(), "models": MODELS, "tick_s": TICK.total_seconds(), "days": DAYS,
                                "raw_for": str(RAW_FOR), "bucket": str(BUCKET)}
-    with tempfile.TemporaryDirectory() as tmp:
-        backends = {"sqlite": f"sqlite:///{Path(tmp) / 'mape.db'}"}
-        if "--postgres" in argv:
-            url = _postgres_url()
-            if url is not None:
-                backends["postgresql"] = url
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        backends = knowledge_bases(stack, Path(tmp), postgres="--postgres" in argv, prefix="mape_bench_retention")
         for backend, url in backends.items():
             print(f"filling the {backend} knowledge base...", flush=True)
             held = fill(url)
             print(f"  {held}", flush=True)
-            try:
-                results[backend] = {"holds": held, **measure(url)}
-            finally:
-                if backend == "postgresql":
-                    _drop(url)
+            results[backend] = {"holds": held, **measure(url)}
     write_results("retention", results)
-
-
-def _drop(url: str) -> None:
-    """Drop the PostgreSQL database the run created."""
-    import sqlalchemy
-
-    name = url.rsplit("/", 1)[1]
-    admin = sqlalchemy.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A fresh PostgreSQL database for one benchmark run, dropped afterwards.
 
 Who calls it: the benchmarks that measure the knowledge base on PostgreSQL
-(:mod:`benchmarks.fleet_scale`, :mod:`benchmarks.soak`). The server is the one
+(:mod:`benchmarks.fleet_scale`, :mod:`benchmarks.soak`,
+:mod:`benchmarks.retention`, :mod:`benchmarks.dashboard`). The server is the one
 at ``MAPE_BENCH_PG_URL`` (default: 127.0.0.1:5432, user ``postgres``), as in
 the tests.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 PG_ADMIN_URL = os.environ.get("MAPE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -30,3 +32,17 @@ def scratch_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def knowledge_bases(stack: ExitStack, directory: Path, *, postgres: bool, prefix: str) -> dict[str, str]:
+    """The knowledge bases a benchmark fills, by backend: a SQLite file in ``directory`` and, when ``postgres`` is
+    asked and the server answers, a scratch database (:func:`scratch_database`, dropped when ``stack`` closes)."""
+    import psycopg
+
+    urls = {"sqlite": f"sqlite:///{directory / 'mape.db'}"}
+    if postgres:
+        try:
+            urls["postgresql"] = stack.enter_context(scratch_database(prefix))
+        except psycopg.OperationalError as exc:
+            print(f"PostgreSQL at {PG_ADMIN_URL} does not answer ({exc}); SQLite only", flush=True)
+    return urls
