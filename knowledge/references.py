@@ -5,8 +5,10 @@ newest reference of each model once a tick and stores a new one when it is
 due; ``mape references`` and the dashboard list them.
 
 A reference belongs to the model version that was in production when it was
-taken; its ``version`` counts up per model. Only reservoir references carry
-their rows (``sample``), and only the newest ``keep`` of each model version:
+taken; its ``version`` counts up per model. Reservoir and fixed references
+carry their rows (``sample``; a fixed one at most ``size`` of its training
+window's, so that a version rolled back to after its log rotated away still
+has them), and only the newest ``keep`` of each model version:
 :func:`prune_samples` empties the older ones, whose rows (bounds, size,
 fingerprint) stay for the record.
 """
@@ -59,6 +61,15 @@ def latest_references_fleet(session: Session, model_ids: Sequence[int]) -> dict[
              .join(newest, (col(ReferenceWindow.model_id) == newest.c.model_id)
                    & (col(ReferenceWindow.version) == newest.c.version)))
     return {row.model_id: StoredReference(*row) for row in session.exec(query)}
+
+
+def latest_reference_of_version(session: Session, model_version_id: int) -> StoredReference | None:
+    """The newest reference taken while this model version was in production, or None (a version back in
+    production after a rollback finds its own reference here)."""
+    fields = [getattr(ReferenceWindow, name) for name in StoredReference.__dataclass_fields__]
+    row = session.exec(select(*fields).where(ReferenceWindow.model_version_id == model_version_id)
+                       .order_by(col(ReferenceWindow.version).desc()).limit(1)).first()
+    return None if row is None else StoredReference(*row)
 
 
 def reference_sample(session: Session, reference_id: int) -> bytes | None:

@@ -218,8 +218,10 @@ class ReferenceConfig(_Strict):
                           "reference ends where the current window starts.")
     refresh: timedelta = Field(timedelta(days=1), description="rolling, reservoir: age at which a new reference "
                                                              "version is taken, e.g. 1d.")
-    size: int = Field(5000, ge=2, le=1_000_000, description="reservoir: rows in the sample.")
-    seed: int = Field(0, ge=0, description="reservoir: seed of the sampling (with the version and rows seen).")
+    size: int = Field(5000, ge=2, le=1_000_000, description="reservoir: rows in the sample; fixed: the most rows of "
+                                                            "the training window stored with the reference (they "
+                                                            "stand in once the inference log no longer holds them).")
+    seed: int = Field(0, ge=0, description="reservoir, fixed: seed of the sampling (with the version and rows seen).")
     keep: int = Field(10, ge=1, description="rolling, reservoir: stored samples kept per model version; older "
                                             "versions keep their row (bounds, size, fingerprint) without the sample.")
 

@@ -12,6 +12,9 @@ Three kinds (``reference`` in a model's configuration,
 :class:`~mape.config.ReferenceConfig`):
 
 - ``fixed``: the production version's training window of the inference log.
+  Its rows are stored with it (at most ``size``, a uniform sample beyond), and
+  they stand in when the log read again holds fewer rows than were taken (a
+  rotated log: a version rolled back to days after its training).
 - ``rolling``: the ``length`` of log ending ``lag`` before the tick, retaken
   every ``refresh``, counting only rows since the version's promotion; while
   those are fewer than ``drift.min_samples``, the training window stands in.
@@ -22,7 +25,9 @@ Three kinds (``reference`` in a model's configuration,
   sample's are not learned from (the quality sensor reports them as a schema
   change), so a broken pipeline does not become the new normal.
 
-A new production version always starts a new reference. A reference with
+A new production version starts a new reference; a version back in production
+(a rollback) takes up its own newest one, and a fixed one of those is never
+retaken. A reference with
 fewer rows than ``drift.min_samples`` is used for the tick but not stored,
 so a log filled in later is picked up at the next tick.
 """
@@ -121,7 +126,8 @@ class ReferenceWindows:
         if newest is None and production.model_id not in self._newest:  # load() was not called for this model
             newest = store.latest_references_fleet(session, [production.model_id]).get(production.model_id)
         if newest is not None and newest.model_version_id != production.id:
-            newest = None  # another production version: it brings its own reference
+            # another production version: its own reference if it served before (a rollback), else a new one
+            newest = store.latest_reference_of_version(session, production.id)
         kind = cfg.reference.kind
         if newest is not None and newest.kind == kind and not self._due(cfg, newest, at):
             return self._stored(session, cfg, production, newest)
@@ -135,7 +141,10 @@ class ReferenceWindows:
                       f"({cfg.drift.min_samples}): the training window stands in")
             start, end = fallback
             frame = self.read(cfg, start, end)
-        return self._store(session, cfg, production, at, frame, kind=kind, start=start, end=end, reason=reason)
+        sample = _encode(_bounded(frame, cfg.reference.size, [cfg.reference.seed, production.id])) \
+            if kind == "fixed" else None
+        return self._store(session, cfg, production, at, frame, kind=kind, start=start, end=end, reason=reason,
+                           sample=sample)
 
     def observe(self, cfg: ModelConfig, production: ModelVersion, current: pd.DataFrame, at: datetime) -> int:
         """Let a reservoir reference learn from the current window; returns how many new rows it saw."""
@@ -200,6 +209,13 @@ class ReferenceWindows:
         def read_again() -> pd.DataFrame:
             frame = self.read(cfg, start, end)
             if row.fingerprint and fingerprint(frame) != row.fingerprint:
+                sample = store.reference_sample(session, row.id) if len(frame) < row.n_rows else None
+                if sample is not None:  # the log lost rows (rotated, deleted): the stored ones stand in
+                    stored = _decode(sample, cfg, row)
+                    logger.info("Reference %d of model %s (%s): the inference log holds %d of its %d rows in %s any "
+                                "longer; the %d rows stored with it stand in", row.version, cfg.name, row.kind,
+                                len(frame), row.n_rows, _span(start, end), len(stored))
+                    return stored
                 logger.warning("Reference %d of model %s (%s) read again from the inference log differs from the rows "
                                "stored as that version (%d rows then, %d now): the log changed in %s", row.version,
                                cfg.name, row.kind, row.n_rows, len(frame), _span(start, end))
@@ -300,6 +316,18 @@ def _reservoir_add(sample: pd.DataFrame, new: pd.DataFrame, n_seen: int, size: i
     positions[slots_taken[last]] = len(sample) + taken[last]
     # one take over both frames keeps every column's dtype (time zones, categories) as it is
     return pd.concat([sample, rest], ignore_index=True).iloc[positions].reset_index(drop=True)
+
+
+def _bounded(frame: pd.DataFrame, size: int, seed: list[int]) -> pd.DataFrame:
+    """``frame`` itself, or a uniform sample of ``size`` of its rows (in their order) when it has more.
+
+    >>> len(_bounded(pd.DataFrame({"x": range(10)}), 4, [0, 1])), len(_bounded(pd.DataFrame({"x": range(3)}), 4, [0]))
+    (4, 3)
+    """
+    if len(frame) <= size:
+        return frame
+    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
+    return frame.iloc[rows].reset_index(drop=True)
 
 
 def _encode(frame: pd.DataFrame) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_fixed_reference_is_the_training_window_stored_once_and_found_after_a_re
     rows = stored(engine)
     assert len(rows) == 1
     assert (rows[0].window_start, rows[0].window_end, rows[0].n_rows) == (*TRAINING, 480)
-    assert rows[0].fingerprint == fingerprint(frame) and not rows[0].has_sample
+    assert rows[0].fingerprint == fingerprint(frame) and rows[0].has_sample  # its rows, for when the log rotates
 
     restarted, again = resolve(engine, ReferenceWindows(reader()), cfg, T0 + timedelta(days=2))
     assert restarted.key == first.key
@@ -323,3 +324,45 @@ def test_a_stored_window_that_changed_in_the_log_is_reported_when_read_again(eng
     assert again.version == 1 and len(frame) == 480 + 120
     assert "Reference 1 of model churn (fixed) read again from the inference log differs" in caplog.text
     assert "(480 rows then, 600 now)" in caplog.text
+
+
+def test_a_version_rolled_back_to_after_its_log_rotated_away_compares_with_its_stored_rows(engine, log_dir):
+    """What the soak found: a rollback to a version trained days ago, whose training window the rotating log had
+    deleted, compared every window with 0 reference rows (no drift measured) until the next promotion."""
+    cfg = config(log_dir)
+    with session_scope(engine) as session:
+        model_id, first_version = register(session)
+        first_id = first_version.id
+    windows = ReferenceWindows(reader())
+    first, frame = resolve(engine, windows, cfg, PROMOTED + timedelta(hours=1))
+    with session_scope(engine) as session:
+        second = registry.register_version(session, model_id=model_id, artifact_uri="file:///m2",
+                                           training_window=(T0 + timedelta(hours=40), T0 + timedelta(hours=44)))
+        registry.promote(session, second, actor="test", at=T0 + timedelta(hours=44))
+    resolve(engine, windows, cfg, T0 + timedelta(hours=45))
+    # the log keeps the last day: the first version's training window is gone
+    kept = pd.read_parquet(log_dir / "part-0.parquet")
+    kept[kept["timestamp"] >= T0 + timedelta(days=2)].to_parquet(log_dir / "part-0.parquet")
+    with session_scope(engine) as session:
+        registry.promote(session, session.get(type(first_version), first_id), actor="rollback",
+                         at=T0 + timedelta(hours=60))
+
+    for restarted in (False, True):  # the controller that did it, and one that starts later
+        back, again = resolve(engine, ReferenceWindows(reader()) if restarted else windows, cfg,
+                              T0 + timedelta(hours=61))
+        assert back.key == first.key  # its own reference again: the sensors fitted on it return
+        assert len(again) == len(frame) == 480 and fingerprint(again) == fingerprint(frame)
+    assert [r.model_version_id for r in stored(engine)] == [first_id, second.id]  # nothing new stored
+
+
+def test_a_fixed_reference_stores_at_most_size_rows_of_its_window(engine, log_dir):
+    cfg = config(log_dir, size=100)
+    with session_scope(engine) as session:
+        register(session)
+    _, frame = resolve(engine, ReferenceWindows(reader()), cfg, PROMOTED)
+    assert len(frame) == 480  # the sensors compare with the whole window
+    with session_scope(engine) as session:
+        [row] = references(session, registry.get_model(session, "churn").id)
+        sample = pd.read_parquet(io.BytesIO(reference_sample(session, row.id)))
+    assert len(sample) == 100 and sample["timestamp"].is_monotonic_increasing
+    assert set(sample["id"]) <= set(frame["id"])
