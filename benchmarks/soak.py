@@ -23,11 +23,15 @@ Every ``cycle`` (24 h) each model's population drifts for ``drift_for`` (8 h),
 the models' episodes staggered over the cycle: drift is detected, accuracy
 drops, ``retrain-on-drift`` retrains and promotes, and when the drift ends
 the retrained version fails its verification and is rolled back. Every
-``invert_every``-th episode of a model (default every second one) also inverts
-the drifted population's labels, so that no version fits both that episode and
-the normal days: without it one retrain learns both populations within a week
-and the loop stops acting (the first 10,000-tick run: every decision in the
-first 6 days), with it every second day ends in a retrain and a rollback. Every
+``invert_every``-th episode of a model (default every second one) is a concept
+change instead: the population stays as it is and its labels are inverted, so
+that no version fits both that episode and the normal days. Without it one
+retrain learns both populations within a week and the loop stops acting (the
+first 10,000-tick run: every decision in the first 6 days); inverting the
+drifted population's labels is not enough either (a second run: the shifted
+features tell a linear model which labels to flip, and one version fitted
+both by day 2). With it, ``retrain-on-concept-drift`` has its case every
+second day. Every
 decision and action is sent to a webhook on loopback (one Apprise ``json://``
 channel), so the notification outbox is used too. Retention runs from the
 tick with its defaults (7 days raw, 1-hour buckets, a pass every hour).
@@ -111,7 +115,7 @@ class Fleet:
         episodes spread evenly over the cycle, the first starting 6 hours in.
     invert_every : int or None
         Every ``invert_every``-th episode (counting from 0: episodes 1, 3, ...
-        for 2) inverts the drifted population's labels; ``None``: never.
+        for 2) keeps the population and inverts its labels; ``None``: never.
     log_days : int
         Days of parts the log keeps; older day directories are deleted.
     """
@@ -169,15 +173,24 @@ class Fleet:
             serving.serve("history", history)
 
     def drifted(self, m: int, at: datetime) -> bool:
-        """Whether model ``m``'s population is drifted at ``at``."""
-        offset = self._offset(m)
-        return (at - START - offset) % self.cycle < self.drift_for and at - START >= offset
+        """Whether model ``m``'s population is drifted at ``at`` (an hour of an episode that is no concept change)."""
+        episode = self._episode(m, at)
+        return episode is not None and not self._concept(episode)
 
     def inverted(self, m: int, at: datetime) -> bool:
-        """Whether model ``m``'s labels are inverted at ``at`` (a drifted hour of every ``invert_every``-th episode)."""
-        if self.invert_every is None or not self.drifted(m, at):
-            return False
-        return (at - START - self._offset(m)) // self.cycle % self.invert_every == self.invert_every - 1
+        """Whether model ``m``'s labels are inverted at ``at`` (an hour of every ``invert_every``-th episode)."""
+        episode = self._episode(m, at)
+        return episode is not None and self._concept(episode)
+
+    def _episode(self, m: int, at: datetime) -> int | None:
+        """The number of the episode of model ``m`` that ``at`` falls in (0, 1, ...), or None between episodes."""
+        since = at - START - self._offset(m)
+        if since < timedelta(0) or since % self.cycle >= self.drift_for:
+            return None
+        return since // self.cycle
+
+    def _concept(self, episode: int) -> bool:
+        return self.invert_every is not None and episode % self.invert_every == self.invert_every - 1
 
     def _offset(self, m: int) -> timedelta:
         return timedelta(hours=6) + self.cycle * m / len(self.names)

@@ -113,21 +113,24 @@ def test_a_rotated_logs_deleted_parts_leave_the_sources_cache(tmp_path: Path) ->
         assert len(source.cache) <= 12
 
 
-def test_every_second_drift_episode_inverts_the_labels(tmp_path: Path) -> None:
-    """The soak's world keeps the loop acting: a version fitted to an inverted episode fails on the normal days."""
+def test_every_second_episode_is_a_concept_change(tmp_path: Path) -> None:
+    """The soak's world keeps the loop acting: every second episode keeps the population and inverts its labels,
+    so a version fitted to it fails on the normal days (and no drift detector sees it: a concept change)."""
     from benchmarks.soak import START, Fleet
 
     engine = create_engine_for(f"sqlite:///{tmp_path / 'kb.db'}")
     try:
         fleet = Fleet(tmp_path, engine, 2, rows_per_hour=120, cycle=timedelta(hours=24), drift_for=timedelta(hours=8))
         hours = [START + timedelta(hours=h) for h in range(96)]
-        # model 0's episodes start 6 hours in, model 1's 12 hours later; the second, fourth, ... invert
+        # model 0's episodes start 6 hours in, model 1's 12 hours later; the second, fourth, ... invert instead
         for m, first in ((0, 6), (1, 18)):
             drifted = [h for h, at in enumerate(hours) if fleet.drifted(m, at)]
             inverted = [h for h, at in enumerate(hours) if fleet.inverted(m, at)]
-            assert drifted == [h for k in range(4) for h in range(first + 24 * k, first + 24 * k + 8) if h < 96]
+            assert drifted == [h for k in (0, 2) for h in range(first + 24 * k, first + 24 * k + 8) if h < 96]
             assert inverted == [h for k in (1, 3) for h in range(first + 24 * k, first + 24 * k + 8) if h < 96]
         never = Fleet(tmp_path, engine, 1, rows_per_hour=120, invert_every=None)
+        assert [h for h, at in enumerate(hours) if never.drifted(0, at)] == [
+            h for k in range(4) for h in range(6 + 24 * k, 14 + 24 * k)]
         assert not any(never.inverted(0, at) for at in hours)
     finally:
         engine.dispose()
