@@ -70,6 +70,15 @@ def register(session, *, training=TRAINING, promoted=PROMOTED, name: str = "chur
     return model.id, version
 
 
+def promote_new(engine, model_id: int, training: tuple[datetime, datetime]) -> int:
+    """Register a version trained on ``training`` and promote it at the window's end; its id."""
+    with session_scope(engine) as session:
+        version = registry.register_version(session, model_id=model_id, artifact_uri="file:///m2",
+                                            training_window=training)
+        registry.promote(session, version, actor="test", at=training[1])
+        return version.id
+
+
 def resolve(engine, windows: ReferenceWindows, cfg: ModelConfig, at: datetime):
     with session_scope(engine) as session:
         production = registry.production_version(session, registry.get_model(session, "churn").id)
@@ -115,11 +124,7 @@ def test_a_new_production_version_brings_its_own_reference(engine, log_dir):
         model_id, _ = register(session)
     windows = ReferenceWindows(reader())
     first, _ = resolve(engine, windows, cfg, T0 + timedelta(hours=10))
-    with session_scope(engine) as session:
-        second = registry.register_version(session, model_id=model_id, artifact_uri="file:///m2",
-                                           training_window=(T0 + timedelta(hours=20), T0 + timedelta(hours=30)))
-        registry.promote(session, second, actor="test", at=T0 + timedelta(hours=30))
-        second_id = second.id
+    second_id = promote_new(engine, model_id, (T0 + timedelta(hours=20), T0 + timedelta(hours=30)))
     new, frame = resolve(engine, windows, cfg, T0 + timedelta(hours=31))
     assert new.key == (second_id, 2) and new.key != first.key
     assert frame["timestamp"].min() == T0 + timedelta(hours=20) and len(frame) == 10 * 120
@@ -335,10 +340,7 @@ def test_a_version_rolled_back_to_after_its_log_rotated_away_compares_with_its_s
         first_id = first_version.id
     windows = ReferenceWindows(reader())
     first, frame = resolve(engine, windows, cfg, PROMOTED + timedelta(hours=1))
-    with session_scope(engine) as session:
-        second = registry.register_version(session, model_id=model_id, artifact_uri="file:///m2",
-                                           training_window=(T0 + timedelta(hours=40), T0 + timedelta(hours=44)))
-        registry.promote(session, second, actor="test", at=T0 + timedelta(hours=44))
+    second_id = promote_new(engine, model_id, (T0 + timedelta(hours=40), T0 + timedelta(hours=44)))
     resolve(engine, windows, cfg, T0 + timedelta(hours=45))
     # the log keeps the last day: the first version's training window is gone
     kept = pd.read_parquet(log_dir / "part-0.parquet")
@@ -352,7 +354,7 @@ def test_a_version_rolled_back_to_after_its_log_rotated_away_compares_with_its_s
                               T0 + timedelta(hours=61))
         assert back.key == first.key  # its own reference again: the sensors fitted on it return
         assert len(again) == len(frame) == 480 and fingerprint(again) == fingerprint(frame)
-    assert [r.model_version_id for r in stored(engine)] == [first_id, second.id]  # nothing new stored
+    assert [r.model_version_id for r in stored(engine)] == [first_id, second_id]  # nothing new stored
 
 
 def test_a_fixed_reference_stores_at_most_size_rows_of_its_window(engine, log_dir):
