@@ -1,8 +1,8 @@
 """Drift references in the knowledge base: every version of every model's reference window.
 
 Who calls it: :class:`mape.monitor.reference.ReferenceWindows` reads the
-newest reference of each model once a tick and stores a new one when it is
-due; ``mape references`` and the dashboard list them.
+newest reference of each model's production version once a tick and stores
+a new one when it is due; ``mape references`` and the dashboard list them.
 
 A reference belongs to the model version that was in production when it was
 taken; its ``version`` counts up per model. Reservoir and fixed references
@@ -23,7 +23,7 @@ from sqlalchemy import func, update
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from knowledge.tables import ReferenceWindow
+from knowledge.tables import ModelVersion, ReferenceWindow, Stage
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,19 @@ class StoredReference:
 
 
 def latest_references_fleet(session: Session, model_ids: Sequence[int]) -> dict[int, StoredReference]:
-    """The newest reference of each model (any model version); models without one are absent."""
+    """The newest reference of each model's production version, in one query.
+
+    A model whose production version has no reference yet (a new version, or
+    no version in production) is absent. A version back in production after a
+    rollback finds its own newest reference here, not the one its successor
+    took.
+    """
     if not model_ids:
         return {}
     newest = (select(ReferenceWindow.model_id, func.max(ReferenceWindow.version).label("version"))
+              .join(ModelVersion, col(ModelVersion.id) == col(ReferenceWindow.model_version_id))
               .where(col(ReferenceWindow.model_id).in_(list(model_ids)))
+              .where(ModelVersion.stage == Stage.production.value)
               .group_by(col(ReferenceWindow.model_id)).subquery())
     fields = [getattr(ReferenceWindow, name) for name in StoredReference.__dataclass_fields__]
     query = (select(*fields)

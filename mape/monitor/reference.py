@@ -114,7 +114,7 @@ class ReferenceWindows:
         self._reservoirs: dict[str, _Reservoir] = {}
 
     def load(self, session: Session, model_ids: list[int]) -> None:
-        """Read the newest stored reference of every model: once a tick, before :meth:`resolve`."""
+        """Read the newest stored reference of every model's production version: once a tick, before :meth:`resolve`."""
         newest = store.latest_references_fleet(session, model_ids)
         self._newest = {model_id: newest.get(model_id) for model_id in model_ids}
 
@@ -125,8 +125,9 @@ class ReferenceWindows:
         newest = self._newest.get(production.model_id)
         if newest is None and production.model_id not in self._newest:  # load() was not called for this model
             newest = store.latest_references_fleet(session, [production.model_id]).get(production.model_id)
-        if newest is not None and newest.model_version_id != production.id:
-            # another production version: its own reference if it served before (a rollback), else a new one
+        if newest is None or newest.model_version_id != production.id:
+            # production changed since load() read the fleet (or its version has none yet): its own newest
+            # reference if it has one (it served before: a rollback), else a new one is taken below
             newest = store.latest_reference_of_version(session, production.id)
         kind = cfg.reference.kind
         if newest is not None and newest.kind == kind and not self._due(cfg, newest, at):

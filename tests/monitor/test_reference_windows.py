@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from knowledge import registry
 from knowledge.database import session_scope
-from knowledge.references import reference_sample, references
+from knowledge.references import latest_references_fleet, reference_sample, references
 from knowledge.tables import Observation, ReferenceWindow
 from mape.config import ModelConfig
 from mape.data import open_source
@@ -368,3 +369,41 @@ def test_a_fixed_reference_stores_at_most_size_rows_of_its_window(engine, log_di
         sample = pd.read_parquet(io.BytesIO(reference_sample(session, row.id)))
     assert len(sample) == 100 and sample["timestamp"].is_monotonic_increasing
     assert set(sample["id"]) <= set(frame["id"])
+
+
+def test_the_fleet_read_finds_each_production_versions_own_reference(engine, log_dir):
+    """One query a tick for the whole fleet, also for a model back on a version that served before."""
+    cfg = config(log_dir)
+    with session_scope(engine) as session:
+        model_id, first_version = register(session)
+        first_id = first_version.id
+        newcomer_id, _ = register(session, name="newcomer")  # in production, no reference taken yet
+        idle = registry.upsert_model(session, name="idle")  # a version, none in production
+        registry.register_version(session, model_id=idle.id, artifact_uri="file:///i", training_window=TRAINING)
+        idle_id = idle.id
+    windows = ReferenceWindows(reader())
+    first, _ = resolve(engine, windows, cfg, PROMOTED + timedelta(hours=1))
+    promote_new(engine, model_id, (T0 + timedelta(hours=20), T0 + timedelta(hours=30)))
+    second, _ = resolve(engine, windows, cfg, T0 + timedelta(hours=31))
+    assert second.version == 2 and second.key != first.key
+    with session_scope(engine) as session:
+        assert {m: r.version for m, r in latest_references_fleet(session, [model_id, newcomer_id, idle_id]).items()} \
+            == {model_id: 2}
+        registry.promote(session, session.get(type(first_version), first_id), actor="rollback",
+                         at=T0 + timedelta(hours=40))
+    with session_scope(engine) as session:
+        found = latest_references_fleet(session, [model_id, newcomer_id, idle_id])
+    assert {m: (r.model_version_id, r.version) for m, r in found.items()} == {model_id: (first_id, 1)}
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # noqa: ANN001 - SQLAlchemy's event signature
+        statements.append(statement)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        back, _ = resolve(engine, windows, cfg, T0 + timedelta(hours=41))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert back.key == first.key
+    # the fleet read, and nothing else about references (the rolled-back version's own is in it)
+    assert len([s for s in statements if "reference_window" in s]) == 1
