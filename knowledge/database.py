@@ -51,8 +51,24 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
 
 
-def create_engine_for(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine for ``url``; creates the parent directory of a SQLite file."""
+#: SQLite's page cache, in MiB, unless a caller says otherwise (``Settings.sqlite_cache_mib``).
+DEFAULT_SQLITE_CACHE_MIB = 64
+
+
+def create_engine_for(url: str, *, echo: bool = False, sqlite_cache_mib: int = DEFAULT_SQLITE_CACHE_MIB) -> Engine:
+    """Create an engine for ``url``; creates the parent directory of a SQLite file.
+
+    ``sqlite_cache_mib`` bounds SQLite's memory: each pooled connection's page
+    cache (``PRAGMA cache_size``) and, together, all of the process's SQLite
+    memory (``PRAGMA soft_heap_limit``, process-wide: beyond it SQLite reuses
+    its cache pages instead of allocating more). Without the second bound
+    every pooled connection would keep its own full cache, and a long-running
+    controller's memory would grow with its knowledge base until each had
+    cached all of it (the soak measured this: ``benchmarks/soak.py``).
+    Ignored for PostgreSQL, whose server holds its own cache.
+    """
+    if sqlite_cache_mib < 1:
+        raise ValueError(f"sqlite_cache_mib must be at least 1, got {sqlite_cache_mib}")
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -76,7 +92,8 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute(f"PRAGMA cache_size=-{sqlite_cache_mib * 1024}")  # in KiB when negative
+            cursor.execute(f"PRAGMA soft_heap_limit={sqlite_cache_mib * 2**20}")
             cursor.close()
 
         return engine

@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from knowledge.database import DEFAULT_SQLITE_CACHE_MIB
 from mape._util.timeutil import parse_duration
 from mape.errors import ConfigError
 
@@ -980,6 +981,12 @@ class Settings(BaseSettings):
     )
 
     db_url: str = Field("sqlite:///mape.db", description="Knowledge base: any SQLAlchemy URL; SQLite file by default.")
+    sqlite_cache_mib: int = Field(
+        DEFAULT_SQLITE_CACHE_MIB, ge=1,
+        description="Memory SQLite may keep for the knowledge base in this process, in MiB: each connection's page "
+                    "cache and all connections together (a soft heap limit). Bigger: faster reads of a large "
+                    "knowledge base; the process's memory grows with the knowledge base up to this bound. Ignored "
+                    "for PostgreSQL.")
     policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
     artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
     artifacts_uri: str | None = Field(

@@ -133,7 +133,7 @@ class Controller:
         self.action_plugin_errors = [str(failure) for failure in actions.load_entry_points()]
         if migrate:
             upgrade(settings.db_url)
-        self.engine = engine or create_engine_for(settings.db_url)
+        self.engine = engine or create_engine_for(settings.db_url, sqlite_cache_mib=settings.sqlite_cache_mib)
         self.monitor = Monitor(settings.models, serving_dir=Path(settings.serving_dir), carbon=settings.carbon,
                                prometheus=settings.prometheus)
         self.analyzer = Analyzer(settings.symptoms, stale_after=settings.stale_after)
