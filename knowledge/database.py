@@ -52,7 +52,7 @@ def _json_value(text: str) -> Any:
 
 
 #: SQLite's page cache, in MiB, unless a caller says otherwise (``Settings.sqlite_cache_mib``).
-DEFAULT_SQLITE_CACHE_MIB = 64
+DEFAULT_SQLITE_CACHE_MIB = 16
 
 
 def create_engine_for(url: str, *, echo: bool = False, sqlite_cache_mib: int = DEFAULT_SQLITE_CACHE_MIB) -> Engine:

@@ -984,9 +984,9 @@ class Settings(BaseSettings):
     sqlite_cache_mib: int = Field(
         DEFAULT_SQLITE_CACHE_MIB, ge=1,
         description="Memory SQLite may keep for the knowledge base in this process, in MiB: each connection's page "
-                    "cache and all connections together (a soft heap limit). Bigger: faster reads of a large "
-                    "knowledge base; the process's memory grows with the knowledge base up to this bound. Ignored "
-                    "for PostgreSQL.")
+                    "cache and all connections together (a soft heap limit). The operating system caches the file "
+                    "too, so a miss costs a copy, not a disk read; the process's memory grows with the knowledge "
+                    "base up to this bound. Ignored for PostgreSQL.")
     policies_dir: Path = Field(Path("policies"), description="Directory of policy YAML files loaded by the planner.")
     artifacts_dir: Path = Field(Path("artifacts"), description="Where trained model artifacts are written.")
     artifacts_uri: str | None = Field(

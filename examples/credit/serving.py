@@ -68,8 +68,8 @@ class CreditServing:
             if version is None:
                 raise LookupError(f"model {self.model_name} has no production version to serve with")
             number, uri = version.version, version.artifact_uri
-        if number not in self._loaded:
-            self._loaded[number] = load_artifact(uri)
+        if number not in self._loaded:  # only the version serving now is kept, as a model server keeps one
+            self._loaded = {number: load_artifact(uri)}
         return number, self._loaded[number]
 
     def requests(self, start: datetime, *, drifted: bool, hours: int = 1) -> pd.DataFrame:

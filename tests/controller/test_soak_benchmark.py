@@ -77,8 +77,15 @@ def test_a_short_soak_samples_thins_and_computes_its_growth_figures(tmp_path: Pa
     assert result["heap"]["blocks_growth_percent"] == growth_percent(warm["heap_blocks"], series[-1]["heap_blocks"])
     assert result["kb"]["end_bytes"] == series[-1]["kb"]["bytes"]
     assert result["ticks_per_s"] > 0 and result["logical_days"] == round(TICKS * TICK / timedelta(days=1), 2)
+    # where the memory went: SQLite's (bounded by the setting), Arrow's, and the rest of the trimmed RSS
+    end_sample = series[-1]
+    assert result["rss"]["breakdown_mib"]["sqlite_mib"] == {"warm": warm["sqlite_mib"], "end": end_sample["sqlite_mib"]}
+    assert result["rss"]["rest_mib"]["end"] == round(
+        end_sample["rss_trimmed_mib"] - end_sample["sqlite_mib"] - end_sample["arrow_mib"], 1)
+    assert all(0 < s["rss_trimmed_mib"] and 0 <= s["arrow_mib"] for s in series)
     if make_url(db_url).get_backend_name() == "sqlite":
         assert series[-1]["kb"]["file_bytes"] <= series[-1]["kb"]["bytes"]
+        assert all(0 < s["sqlite_mib"] <= result["rss"]["sqlite_cache_mib"] + 8 for s in series)
 
 
 def test_the_growth_figure_is_the_change_against_the_warm_up_in_percent() -> None:

@@ -70,8 +70,8 @@ def test_all_connections_together_stay_within_the_bound(big_file: str) -> None:
 
 
 def test_the_bound_is_a_setting_with_a_clear_error() -> None:
-    assert Settings().sqlite_cache_mib == 64
-    assert Settings(sqlite_cache_mib=16).sqlite_cache_mib == 16
+    assert Settings().sqlite_cache_mib == 16
+    assert Settings(sqlite_cache_mib=64).sqlite_cache_mib == 64
     with pytest.raises(ValueError, match="sqlite_cache_mib"):
         Settings(sqlite_cache_mib=0)
     with pytest.raises(ValueError, match="sqlite_cache_mib must be at least 1, got 0"):
