@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--postgres", action="store_true", help="PostgreSQL only")
     group.add_argument("--sqlite", action="store_true", help="SQLite only")
+    parser.add_argument("--output", default="fleet_scale",
+                        help="results file name under benchmarks/results/, without .json (default fleet_scale)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     backends = ["postgresql"] if args.postgres else ["sqlite"] if args.sqlite else ["sqlite", "postgresql"]
     results: dict[str, Any] = {"machine": describe(), "features": len(FEATURES), "rows_per_window": ROWS,
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         large = _in_fresh_process(backend, args.models, args.ticks, args.warmup, True)
         print(f"{backend}, {args.models} models: {large['tick_median_s']} s a tick", flush=True)
         results[backend] = {"baseline": small, "fleet": large, "fleet_over_baseline": _scaling(large, small)}
-    write_results("fleet_scale", results)
+    write_results(args.output, results)
 
 
 if __name__ == "__main__":
