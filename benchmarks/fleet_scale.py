@@ -4,7 +4,8 @@
 fleet (1,000 models unless ``--models`` says otherwise) and a baseline fleet
 of 100 models, measured in the same run on each backend (both unless one is
 named), each configuration in its own fresh process so that its peak RSS is
-its own. Results go to ``benchmarks/results/fleet_scale.json`` with the
+its own. Results go to ``benchmarks/results/fleet_scale.json`` (``--output
+NAME``: ``NAME.json``, so a run of one backend keeps the file of both) with the
 machine's description; the test ``tests/controller/test_fleet_scale_benchmark.py``
 runs :func:`measure_fleet` on a small fleet and checks its bookkeeping.
 
