@@ -51,7 +51,7 @@ from mape._util.timeutil import ensure_utc, utcnow
 from mape.errors import InvalidParameterError
 
 __all__ = ["EVIDENCE_COLUMNS", "PRUNED_SUMMARY", "RetentionReport", "evidence_ids", "run_if_due", "run_pass",
-           "storage", "thin", "vacuum_if_unattended"]
+           "storage", "thin", "vacuum_if_unattended", "vacuum_tables"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: JSON columns that may name observations as evidence (an ``observation_id`` key, at any depth).
@@ -422,7 +422,7 @@ def run_pass(engine: Engine, *, at: datetime, raw_for: timedelta, bucket: timede
 
 
 def vacuum_if_unattended(engine: Engine) -> bool:
-    """On PostgreSQL with autovacuum off, ``VACUUM`` the knowledge base's database; True when it ran.
+    """On PostgreSQL with autovacuum off, ``VACUUM`` the knowledge base's tables; True when it ran.
 
     A pass deletes the raw rows it folds and rewrites old tick reports; their
     space is reused only once a ``VACUUM`` has marked it free, which is
@@ -439,8 +439,24 @@ def vacuum_if_unattended(engine: Engine) -> bool:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if connection.exec_driver_sql("SHOW autovacuum").scalar_one() != "off":
             return False
-        connection.exec_driver_sql("VACUUM")
+        present = set(connection.execute(text("SELECT tablename FROM pg_tables "
+                                              "WHERE schemaname = current_schema()")).scalars())
+        vacuum_tables(connection, sorted(present & set(Observation.metadata.tables)))
     return True
+
+
+def vacuum_tables(connection: Connection, tables: Iterable[str]) -> None:
+    """One plain PostgreSQL ``VACUUM`` of ``tables`` (of the connection's schema); the connection must autocommit.
+
+    Only the knowledge base's own tables: a database it shares with other
+    applications keeps their vacuuming to them. Besides the rows a pass
+    deletes, autovacuum's absence leaves the engine's own updates' dead rows
+    (leases renewed every few seconds, action runs, symptoms), so an
+    unattended pass vacuums all of its tables, not only ``observation``.
+    """
+    names = [connection.dialect.identifier_preparer.quote(name) for name in tables]
+    if names:
+        connection.exec_driver_sql("VACUUM " + ", ".join(names))
 
 
 def run_if_due(engine: Engine, *, at: datetime, every: timedelta, raw_for: timedelta, bucket: timedelta,

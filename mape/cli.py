@@ -128,8 +128,7 @@ def db_prune(config: ConfigOption = None,
                 if engine.dialect.name == "sqlite":
                     connection.exec_driver_sql("VACUUM")
                 else:
-                    connection.exec_driver_sql("VACUUM observation")
-                    connection.exec_driver_sql("VACUUM tick")
+                    retention.vacuum_tables(connection, ["observation", "tick"])
                 result["vacuum_seconds"] = round(_time.monotonic() - started, 3)
                 result["storage_after_vacuum"] = retention.storage(connection)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback

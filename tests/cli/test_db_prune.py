@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -68,3 +69,32 @@ def test_a_bad_retention_setting_exits_2_naming_the_field(tmp_path: Path):
     result = runner.invoke(app, ["db", "prune", "--config", str(config)])
     assert result.exit_code == 2
     assert "retention.bucket" in result.output
+
+
+def test_prune_vacuum_on_postgresql_vacuums_the_two_tables(db_url: str, tmp_path: Path):
+    """The PostgreSQL branch of ``--vacuum`` (the pass itself may vacuum too, where autovacuum is off)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's VACUUM: the test above")
+    config = tmp_path / "mape.yaml"
+    config.write_text(yaml.safe_dump({"db_url": db_url, "models": [], "retention": {"raw_for": "1d", "bucket": "1h"}}))
+    engine = create_engine_for(db_url)
+    start = utcnow() - timedelta(days=2)
+    with session_scope(engine) as session:
+        model = registry.upsert_model(session, name="m")
+        queries.add_observations(session, [observation_row(time=start + timedelta(minutes=i), model_id=model.id,
+                                                           sensor="s", metric="m", value=float(i))
+                                           for i in range(2 * 24 * 60)])
+    engine.dispose()
+
+    done = runner.invoke(app, ["db", "prune", "--vacuum", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["raw_rows_replaced"] > 0 and report["vacuum_seconds"] >= 0
+    engine = create_engine_for(db_url)
+    try:
+        with engine.connect() as conn:
+            vacuumed = dict(conn.exec_driver_sql("SELECT relname, last_vacuum FROM pg_stat_user_tables "
+                                                 "WHERE schemaname = current_schema()").all())
+    finally:
+        engine.dispose()
+    assert vacuumed["observation"] is not None and vacuumed["tick"] is not None

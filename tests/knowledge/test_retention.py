@@ -229,6 +229,11 @@ def test_a_pass_vacuums_postgresql_itself_only_where_autovacuum_is_off(engine: E
     """Deleted rows' space is reused only after a VACUUM; with autovacuum off the pass runs it (the soak found
     the PostgreSQL knowledge base growing by every pass's deletions on such a server)."""
     _fill(engine)
+    if engine.dialect.name == "postgresql":  # another application's table in the same database
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE other_app (id integer)")
+            conn.exec_driver_sql("INSERT INTO other_app VALUES (1), (2)")
+            conn.exec_driver_sql("DELETE FROM other_app WHERE id = 1")
     report = retention.run_pass(engine, at=AT, claimed_by="c1", force=True, **KEEP)
     assert report is not None and report.raw_rows_replaced > 0
     if engine.dialect.name != "postgresql":
@@ -236,11 +241,14 @@ def test_a_pass_vacuums_postgresql_itself_only_where_autovacuum_is_off(engine: E
         return
     with engine.connect() as conn:
         autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
-        vacuumed_at = conn.execute(text("SELECT last_vacuum FROM pg_stat_user_tables "
-                                        "WHERE relname = 'observation' AND schemaname = current_schema()")).scalar()
+        vacuumed = dict(conn.execute(text("SELECT relname, last_vacuum FROM pg_stat_user_tables "
+                                          "WHERE schemaname = current_schema()")).all())
         stored = conn.execute(text("SELECT report FROM retention_state")).scalar_one()
+    vacuumed_at = vacuumed["observation"]
     assert report.vacuumed == (autovacuum == "off")
     assert (vacuumed_at is not None) == report.vacuumed  # a fresh database: only the pass can have vacuumed it
+    assert (vacuumed["model_lease"] is not None) == report.vacuumed  # the engine's other tables too
+    assert vacuumed["other_app"] is None  # never another application's
     assert (stored if isinstance(stored, dict) else json.loads(stored))["vacuumed"] == report.vacuumed
     # nothing to fold: no VACUUM either
     again = retention.run_pass(engine, at=AT, claimed_by="c1", force=True, **KEEP)
